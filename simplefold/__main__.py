@@ -1,0 +1,5 @@
+import sys
+
+from simplefold.cli import main
+
+sys.exit(main())
