@@ -29,7 +29,10 @@ _LAZY = {
     "write_structure": "simplefold.structure",
     "Structure": "simplefold.structure",
 }
-_SUBMODULES = ("sampler", "flow", "structure", "features", "residues", "metrics", "fasta", "model", "esm")
+_SUBMODULES = (
+    "sampler", "flow", "losses", "structure", "features", "residues", "metrics", "fasta", "model", "esm",
+    "analysis", "plots", "weights", "inference", "checkpoints",
+)
 
 __all__ = sorted(set(_LAZY) | set(_SUBMODULES) | {"__version__"})
 

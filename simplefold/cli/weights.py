@@ -1,0 +1,87 @@
+"""``simplefold weights``: list, download, import and verify released weights."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+HELP = "manage released weights (list | download NAME | import PATH [--name NAME] | verify [NAME])"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub.add_parser("list", help="registry entries and what is installed")
+    p = sub.add_parser("download", help="download and convert one entry")
+    p.add_argument("name", help="registry name or alias (e.g. simplefold_100M, esm2_3B)")
+    p.add_argument("--force", action="store_true", help="download and convert again")
+    p.add_argument("--keep-source", action="store_true", help="keep the downloaded source file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p = sub.add_parser("import", help="install a file placed by hand (offline machines)")
+    p.add_argument("path", type=pathlib.Path, help="the downloaded .ckpt / .pt file")
+    p.add_argument("--name", help="registry name (default: the entry whose file name matches)")
+    p.add_argument("--copy", action="store_true", help="also keep a copy of the file in the cache")
+    p = sub.add_parser("verify", help="re-hash installed weights against their records")
+    p.add_argument("name", nargs="?", help="only this entry")
+    p = sub.add_parser("path", help="print the converted weights directory of an installed entry")
+    p.add_argument("name")
+
+
+def _entry_for_file(path: pathlib.Path, weights) -> str:
+    matches = [e.name for e in weights.registry().values() if e.filename == path.name]
+    if len(matches) != 1:
+        from simplefold.cli import CLIError
+
+        raise CLIError(f"{path}: cannot tell which weights this is from its name; pass --name NAME")
+    return matches[0]
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def run(args: argparse.Namespace) -> int:
+    from simplefold import weights
+    from simplefold.cli import CLIError
+
+    try:
+        if args.action == "list":
+            inst = weights.installed()
+            print(f"cache: {weights.cache_dir()}")
+            print(f"{'name':34} {'kind':10} {'installed':9} {'source size':>11}  url")
+            for e in weights.registry().values():
+                rec = inst.get(e.name)
+                size = rec.get("source", {}).get("size") if rec else e.size
+                print(f"{e.name:34} {e.kind:10} {'yes' if rec else 'no':9} {_human(size):>11}  {e.effective_url}")
+            aliases = ", ".join(f"{a} -> {n}" for a, n in weights.ALIASES.items())
+            print(f"aliases: {aliases}")
+            return 0
+        if args.action == "download":
+            out = weights.download(args.name, force=args.force, keep_source=args.keep_source,
+                                   progress=not args.no_progress)
+            print(out)
+            return 0
+        if args.action == "import":
+            name = args.name or _entry_for_file(args.path, weights)
+            print(weights.import_file(args.path, name, copy_source=args.copy))
+            return 0
+        if args.action == "verify":
+            names = [args.name] if args.name else list(weights.installed())
+            problems = weights.verify(args.name)
+            for p in problems:
+                print(f"PROBLEM {p}", file=sys.stdout)
+            if not problems:
+                print(f"ok: {len(names)} installed entr{'y' if len(names) == 1 else 'ies'} verified")
+            return 1 if problems else 0
+        if args.action == "path":
+            print(weights.resolve(args.name, offline=True))
+            return 0
+    except weights.WeightsError as exc:
+        raise CLIError(str(exc)) from exc
+    raise CLIError(f"unknown action {args.action!r}")
