@@ -31,7 +31,7 @@ _LAZY = {
 }
 _SUBMODULES = (
     "sampler", "flow", "losses", "structure", "features", "residues", "metrics", "fasta", "model", "esm",
-    "analysis", "plots", "weights", "inference", "checkpoints",
+    "analysis", "plots", "weights", "inference", "checkpoints", "alignment",
 )
 
 __all__ = sorted(set(_LAZY) | set(_SUBMODULES) | {"__version__"})

@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Å per model coordinate unit (``ProteinDataProcessor(scale=16)``).
-COORD_SCALE = 16.0
+from simplefold.features import COORD_SCALE  # Å per model coordinate unit (re-exported here)
 
 # Training-time t distribution: t = 0.98·sigmoid(u) + 0.02·v, u ~ N(0.8, 1.7²), v ~ U(0, 1).
 _T_LOGIT_MEAN = 0.8

@@ -111,19 +111,23 @@ class Target:
     sequence: str
     description: str = ""
     source: str | None = None
+    error: str | None = None  # an input problem found while reading (bad FASTA record)
 
 
-def _target_fields(item: Any, index: int) -> tuple[str, str, str, str | None]:
+def _target_fields(item: Any, index: int) -> tuple[str, str, str, str | None, str | None]:
     if isinstance(item, Target):
-        return item.name, item.sequence, item.description, item.source
+        return item.name, item.sequence, item.description, item.source, item.error
     if isinstance(item, str):
-        return f"seq_{index}", item, "", None
+        return f"seq_{index}", item, "", None, None
     if isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item):
-        return item[0], item[1], "", None
+        return item[0], item[1], "", None, None
     if hasattr(item, "sequence") and hasattr(item, "name"):  # a simplefold.fasta.FastaRecord
         path, line = getattr(item, "path", None), getattr(item, "line", None)
         source = f"{path}:{line}" if path is not None and line is not None else (str(path) if path else None)
-        return str(item.name), str(item.sequence), str(getattr(item, "description", "") or ""), source
+        chains = tuple(getattr(item, "chains", ()) or ())
+        # FastaRecord.sequence drops ':'; keep the chain break so check_target can refuse it
+        sequence = ":".join(chains) if len(chains) > 1 else str(item.sequence)
+        return str(item.name), sequence, str(getattr(item, "description", "") or ""), source, None
     raise TypeError(
         f"sequence #{index}: expected a string, a (name, sequence) pair, a FastaRecord or a Target, "
         f"got {type(item).__name__}"
@@ -143,14 +147,74 @@ def as_targets(sequences: Any) -> list[Target]:
     items = [_target_fields(item, i) for i, item in enumerate(sequences)]
     names = outputs.unique_names(name for name, *_ in items)
     return [
-        Target(name=n, sequence="".join(seq.split()).upper(), description=desc, source=src)
-        for n, (_, seq, desc, src) in zip(names, items)
+        Target(name=n, sequence="".join(seq.split()).upper(), description=desc, source=src, error=err)
+        for n, (_, seq, desc, src, err) in zip(names, items)
     ]
+
+
+def read_targets(inp: str | os.PathLike) -> list[Target]:
+    """Targets of a FASTA file, a folder of FASTA files (recursive) or a bare sequence, leniently.
+
+    Parsing is :mod:`simplefold.fasta`'s; but where the strict reader refuses a whole file because
+    of one bad record (no residues, bad letters, a duplicate name, ...), every other record of the
+    file is kept and the bad one becomes a :class:`Target` with ``error`` set (the strict
+    reader's message, with the line in the file), so a run can fold the good ones and report
+    the bad one. File-level problems (unreadable, binary, no records) still raise ``FastaError``.
+    """
+    from simplefold import fasta
+
+    text = os.fspath(inp)
+    path = Path(text)
+    if not path.exists():
+        return as_targets(fasta.read_sequences(inp))
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in fasta.FASTA_SUFFIXES
+    )
+    if not files:
+        return as_targets(fasta.read_sequences(inp))  # raises the reader's "no FASTA files" error
+    items: list[Any] = []
+    seen: dict[str, str] = {}
+    for f in files:
+        for item in _lenient_file(f):
+            name = item.name
+            if name.lower() in seen and item.error is None:
+                item = Target(name, "", item.description, item.source,
+                              f"{item.source}: record '{name}': duplicate record name (also at {seen[name.lower()]})")
+            seen.setdefault(name.lower(), item.source or str(f))
+            items.append(item)
+    return as_targets(items)
+
+
+def _lenient_file(path: Path) -> list[Target]:
+    from simplefold import fasta
+
+    try:
+        return [Target(*_target_fields(r, 0)[:4]) for r in fasta.parse_fasta(path)]
+    except fasta.FastaError as exc:
+        if exc.record == "(none)":
+            raise  # file-level problem: nothing sensible to keep
+    lines = path.read_bytes().decode("utf-8-sig", errors="replace").splitlines()
+    starts = [i for i, ln in enumerate(lines) if ln.strip().startswith(">")]
+    out = []
+    for j, start in enumerate(starts):
+        end = starts[j + 1] if j + 1 < len(starts) else len(lines)
+        block = "\n".join(lines[start:end]) + "\n"
+        try:
+            (rec,) = fasta.parse_fasta(block, source_name=str(path))
+            fields = _target_fields(rec, 0)
+            out.append(Target(fields[0], fields[1], fields[2], f"{path}:{start + 1}"))
+        except fasta.FastaError as exc:
+            name = exc.record if exc.record != "(none)" else f"{path.stem}_line{start + 1}"
+            reason = f"{path}:{start + exc.line}: record '{name}': {exc.reason}"
+            out.append(Target(name, "", lines[start].strip()[1:], f"{path}:{start + 1}", reason))
+    return out
 
 
 def check_target(target: Target) -> None:
     """Raise :class:`TargetError` for a target the model cannot fold (empty, or several chains)."""
     where = f" ({target.source})" if target.source else ""
+    if target.error:
+        raise TargetError(target.error)
     if not target.sequence:
         raise TargetError(f"{target.name}{where}: empty sequence")
     if ":" in target.sequence:
@@ -1159,7 +1223,13 @@ def write_result(
         "plddt": have_plddt,
         "format": fmt,
         "samples": [
-            {"index": s.index, "file": paths.sample(s.index).name, "mean_plddt": s.mean_plddt, "rank": s.rank}
+            {
+                "index": s.index,
+                "file": paths.sample(s.index).name,
+                "mean_plddt": s.mean_plddt,
+                "rank": s.rank,
+                "plddt": None if s.plddt is None else [round(float(v), 2) for v in s.plddt],
+            }
             for s in result.samples
         ],
         "ranking": [s.index for s in sorted(result.samples, key=lambda s: s.rank or 0)] if have_plddt else None,

@@ -57,6 +57,7 @@ LDDT_INCLUSION_RADIUS = 15.0
 _TM_MAX_ITERATIONS = 20
 _TM_MAX_SEED_LENGTHS = 6
 _TM_MIN_SEED_LENGTH = 4
+_TM_BATCH_ELEMENTS = 1 << 20
 
 
 # --------------------------------------------------------------------------------------
@@ -265,7 +266,6 @@ def superposition_search(
     if n == 0:
         return SearchResult(0.0, {c: 0.0 for c in cutoffs}, np.eye(3), np.zeros(3), d0, length)
     d0_search = min(max(d0, 4.5), 8.0)
-    cut_array = np.asarray(cutoffs)
 
     best_tm = -1.0
     best_R, best_t = np.eye(3), np.zeros(3)
@@ -286,18 +286,22 @@ def superposition_search(
         return _cut_masks(dist, cutoff)
 
     positions = np.arange(n)
+    # Seeds are batched; the batch size bounds the (batch, n, 3) temporaries to ~_TM_BATCH_ELEMENTS.
+    batch = max(1, _TM_BATCH_ELEMENTS // n)
     for seed_len in _seed_lengths(n):
-        starts = np.arange(n - seed_len + 1)
-        mask = (positions[None] >= starts[:, None]) & (positions[None] < starts[:, None] + seed_len)
-        mask = score(mask, d0_search - 1.0)
-        # Extension, all seeds of this length together; a seed whose pair set stopped changing
-        # would only reproduce itself, so it leaves the batch (TMscore stops it there too).
-        for _ in range(_TM_MAX_ITERATIONS):
-            new_mask = score(mask, d0_search + 1.0)
-            changed = np.any(new_mask != mask, axis=1)
-            if not np.any(changed):
-                break
-            mask = new_mask[changed]
+        all_starts = np.arange(n - seed_len + 1)
+        for b0 in range(0, len(all_starts), batch):
+            starts = all_starts[b0 : b0 + batch]
+            mask = (positions[None] >= starts[:, None]) & (positions[None] < starts[:, None] + seed_len)
+            mask = score(mask, d0_search - 1.0)
+            # Extension of all seeds of the batch together; a seed whose pair set stopped changing
+            # would only reproduce itself, so it leaves the batch (TMscore stops it there too).
+            for _ in range(_TM_MAX_ITERATIONS):
+                new_mask = score(mask, d0_search + 1.0)
+                changed = np.any(new_mask != mask, axis=1)
+                if not np.any(changed):
+                    break
+                mask = new_mask[changed]
     gdt_fractions = {c: float(k) / length for c, k in zip(cutoffs, best_counts)}
     return SearchResult(best_tm, gdt_fractions, best_R, best_t, d0, length)
 

@@ -401,3 +401,73 @@ def postprocess(coords: jax.Array, atom_pad_mask: jax.Array) -> jax.Array:
     coords = jnp.asarray(coords, jnp.float32)
     mask = jnp.broadcast_to(jnp.asarray(atom_pad_mask), coords.shape[:2])
     return flow.center(coords, mask) * flow.COORD_SCALE
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def estimate_sample_memory(config: Any, num_atoms: int, num_tokens: int, num_samples: int, *, param_bytes: int = 0) -> int:
+    """Rough peak device memory (bytes) of :func:`sample` for one protein, float32.
+
+    Model: ``param_bytes`` (the weights; pass ``sum(x.nbytes for x in leaves(state))``) + shared
+    feature buffers (``esm_s`` M·E·C and two atom-feature tables N·(atom_feat_dim + D)) + per
+    sample the live activations of one network call:
+
+    * per atom slot: Fourier features (fourier_dim) + 4·D (atom stream in trunk width) +
+      2·H_a·n_keys (local attention logits/probabilities) + 2·atom SwiGLU hidden;
+    * per token: 8·D + 2·trunk SwiGLU hidden + 2·H·M (full trunk attention).
+
+    The scan keeps only the state between steps, so memory does not grow with ``num_steps``.
+    Against XLA's own buffer plan for the 100M config on CPU (``memory_stats`` in
+    ``benchmarks/sample.py``) this overestimates the per-sample part by ≈ 1.3× (N = 1024, M = 128
+    and N = 2144, M = 256), i.e. it errs on the safe side; accelerator attention kernels differ.
+
+    Args:
+      config: a ``FoldingConfig`` (reads hidden_size, num_heads, atom_hidden_size,
+        atom_num_heads, n_keys, esm_num_layers, esm_dim, fourier_dim, atom_feat_dim,
+        trunk_mlp_hidden, atom_mlp_hidden, condition).
+      num_atoms: N atom slots (after padding); num_tokens: M residues; num_samples: S.
+      param_bytes: bytes of the weights, added as is.
+    """
+    c = config
+    n, m = num_atoms, num_tokens
+    d = c.hidden_size
+    per_atom = c.fourier_dim + 4 * d + 2 * c.atom_num_heads * c.n_keys + 2 * c.atom_mlp_hidden
+    per_token = 8 * d + 2 * c.trunk_mlp_hidden + 2 * c.num_heads * m
+    esm = m * c.esm_num_layers * c.esm_dim if getattr(c, "condition", "esm") == "esm" else 0
+    shared = esm + 2 * n * (c.atom_feat_dim + d)
+    return int(param_bytes + 4 * shared + 4 * num_samples * (n * per_atom + m * per_token))
+
+
+def max_samples_per_chunk(
+    budget_bytes: int, config: Any, num_atoms: int, num_tokens: int, *, param_bytes: int = 0
+) -> int:
+    """Largest S with :func:`estimate_sample_memory` ≤ ``budget_bytes`` (at least 1)."""
+    fixed = estimate_sample_memory(config, num_atoms, num_tokens, 0, param_bytes=param_bytes)
+    per = estimate_sample_memory(config, num_atoms, num_tokens, 1, param_bytes=param_bytes) - fixed
+    return max(1, (budget_bytes - fixed) // max(per, 1))
+
+
+def memory_stats(model: Any, feats: Mapping[str, Any], num_samples: int, num_steps: int = 2) -> dict[str, int]:
+    """XLA's buffer plan for :func:`sample` (compiles, does not run): bytes of arguments, temporaries, output.
+
+    ``model`` may hold abstract weights (``nnx.eval_shape``), so this also sizes models that would
+    not fit. Returns ``{"argument", "temp", "output", "total"}`` (``total`` = sum; the backend may
+    not report everything, e.g. for host callbacks).
+    """
+    prepare = getattr(model, "prepare", None)
+    f1 = _batch1_features(prepare(feats) if callable(prepare) else feats)
+    vm = as_velocity_model(model)
+    n = f1["atom_pad_mask"].shape[1]
+    keys = sample_keys(0, "memory", num_samples)
+    grid = jnp.asarray(SamplerConfig(num_steps=num_steps).time_grid())
+    y0 = jax.ShapeDtypeStruct((num_samples, n, 3), jnp.float32)
+    lowered = _sample_scan.lower(vm.fn, vm.params, f1, y0, keys, grid, jnp.float32(0), jnp.float32(1), replay=False)
+    stats = lowered.compile().memory_analysis()
+    out = {
+        "argument": int(stats.argument_size_in_bytes),
+        "temp": int(stats.temp_size_in_bytes),
+        "output": int(stats.output_size_in_bytes),
+    }
+    out["total"] = sum(out.values())
+    return out

@@ -130,6 +130,16 @@ def test_unmatched_and_unreadable_files_are_reported(predict_layout, tmp_path, c
     assert "T1026_sample_2" in caplog.text
 
 
+def test_same_sample_in_two_formats_is_scored_once(predict_layout, tmp_path):
+    pred, ref = predict_layout
+    structure = read_structure(pred / "T1026" / "T1026_sample_0.pdb")
+    write_structure(pred / "T1026" / "T1026_sample_0.cif", structure)
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", str(pred), str(ref), "--json", str(out)]) == 0
+    t1026 = next(t for t in read_json(out)["targets"] if t["name"] == "T1026")
+    assert [s["name"] for s in t1026["samples"]] == ["T1026_sample_0", "T1026_sample_1"]
+
+
 def test_residue_number_mode_and_unscorable_pair(tmp_path):
     # 1CLV bound is numbered from 501, unbound from 1: no pairs by number, all pairs by sequence.
     pred, ref = DATA / "1CLV_l_b.pdb.gz", DATA / "1CLV_l_u.pdb.gz"

@@ -136,6 +136,17 @@ def test_gdt_constructed_example():
     assert res.gdt_ts == pytest.approx(0.6) and res.gdt_ha == pytest.approx(0.6)
 
 
+def test_seed_batching_does_not_change_the_search(monkeypatch):
+    rng = np.random.default_rng(12)
+    ref = random_chain_coords(rng, 70)
+    pred = ref + rng.normal(size=ref.shape) * 3.0
+    whole = metrics.superposition_search(pred, ref)
+    monkeypatch.setattr(metrics, "_TM_BATCH_ELEMENTS", 70 * 3)  # 3 seeds per batch
+    parts = metrics.superposition_search(pred, ref)
+    assert parts.tm_score == pytest.approx(whole.tm_score, abs=1e-12)
+    assert parts.gdt == whole.gdt
+
+
 def test_seed_lengths_follow_tmscore():
     assert metrics._seed_lengths(100) == [100, 50, 25, 12, 6, 4]
     assert metrics._seed_lengths(20) == [20, 10, 5, 4]

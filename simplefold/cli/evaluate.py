@@ -126,8 +126,13 @@ def match_files(pred: pathlib.Path, ref: pathlib.Path) -> tuple[list[_Target], l
             continue
         refs[name] = path
     targets = {name: _Target(name, path) for name, path in refs.items()}
+    seen: dict[str, pathlib.Path] = {}
     for path in pred_files:
         name = target_name(path)
+        if name in seen:  # e.g. the same sample written as .pdb and .cif
+            logger.warning("%s: prediction %s already read from %s; skipped", path, name, seen[name])
+            continue
+        seen[name] = path
         sample = _SAMPLE_NAME.match(name)
         if name in targets:
             targets[name].samples.append((name, path))
@@ -266,6 +271,7 @@ def run(args: argparse.Namespace) -> int:
                     pred = read_structure(path, model=1)
                     row = metrics.evaluate_pair(pred, ref, by_residue_number=args.by_residue_number)
                 except Exception as exc:  # noqa: BLE001 - report and go on with the other files
+                    logger.debug("scoring %s failed", path, exc_info=True)
                     problems.append(_Problem(sample_name, str(path), str(exc)))
                 else:
                     rows.append({"name": sample_name, "file": str(path), **row})

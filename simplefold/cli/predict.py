@@ -66,14 +66,14 @@ def _read_targets(source: str):
     from simplefold.cli import CLIError
 
     try:
-        records = fasta.read_sequences(source)
+        targets = inference.read_targets(source)
     except fasta.FastaError as exc:
         raise CLIError(str(exc)) from None
     except OSError as exc:
         raise CLIError(f"{source}: {exc.strerror or exc}") from None
-    if not records:
+    if not targets:
         raise CLIError(f"{source}: no sequences found")
-    return inference.as_targets(records)
+    return targets
 
 
 def _print_report(report, out: Path) -> None:

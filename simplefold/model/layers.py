@@ -236,7 +236,8 @@ class BlockStack(nnx.Module):
         def step(h, block, c, ctx):
             return block(h, c, ctx)
 
-        return step(x, self.blocks, c, ctx)
+        # the residual stream stays float32 whatever the compute dtype
+        return step(x.astype(jnp.float32), self.blocks, c, ctx)
 
 
 class FinalLayer(nnx.Module):

@@ -1,0 +1,114 @@
+"""Benchmark one FoldingDiT forward (random weights) on this machine: ms per call and peak memory.
+
+Usage::
+
+    python benchmarks/forward.py                       # simplefold_100M, L = 64 128 256 512, B = 1
+    python benchmarks/forward.py --lengths 128 --dtype bfloat16 --repeats 10
+
+Inputs are synthetic but realistic in size: heavy-atom counts of random standard residues
+(about 8 atoms per residue) padded to a multiple of 32, and ``esm_s`` of shape (1, L, 37, 2560).
+Time is the median of ``--repeats`` jitted calls after one compile call, with the features already
+on the device (as in a sampler loop). Memory is the device's peak bytes in use when the backend
+reports it, else the process's peak RSS (``ru_maxrss``, monotonic over the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+
+from simplefold.model import OFFICIAL_SIZES, FoldingConfig, FoldingDiT
+from simplefold.model.folding import FoldingModel
+
+# heavy atoms per standard residue, AF2 order ARNDCQEGHILKMFPSTWYV
+_HEAVY_ATOMS = np.array([5, 11, 8, 8, 6, 9, 9, 4, 10, 8, 8, 9, 8, 11, 7, 6, 7, 14, 12, 7])
+# Boltz res_type index of the AF2 residues (2 + AF2 index: pad and gap come first)
+_RES_TYPE_OFFSET = 2
+
+
+def synthetic_features(length: int, cfg: FoldingConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Official-layout features (batch 1) for a random single-chain protein of ``length`` residues."""
+    aa = rng.integers(0, 20, size=length)
+    counts = _HEAVY_ATOMS[aa]
+    n_real = int(counts.sum())
+    n = -(-n_real // 32) * 32
+    tok = np.repeat(np.arange(length), counts)
+    atom_to_token = np.zeros((1, n, length), np.int64)
+    atom_to_token[0, np.arange(n_real), tok] = 1
+    idx = np.zeros((1, n), np.int64)
+    idx[0, :n_real] = tok
+    pad = np.zeros((1, n), np.float32)
+    pad[0, :n_real] = 1
+    ref_pos = np.zeros((1, n, 3), np.float32)
+    ref_pos[0, :n_real] = rng.normal(scale=0.4, size=(n_real, 3))
+    element = np.zeros((1, n, 128), np.int64)
+    element[0, np.arange(n_real), rng.choice([6, 7, 8, 16], size=n_real)] = 1
+    chars = np.zeros((1, n, 4, 64), np.int64)
+    chars[0, :n_real, :, 0] = 1
+    res_type = np.zeros((1, length, 33), np.int64)
+    res_type[0, np.arange(length), aa + _RES_TYPE_OFFSET] = 1
+    pocket = np.zeros((1, length, 4), np.int64)
+    pocket[..., 0] = 1
+    zeros_m = np.zeros((1, length), np.int64)
+    return {
+        "ref_pos": ref_pos, "ref_element": element, "ref_charge": np.zeros((1, n), np.int8),
+        "ref_atom_name_chars": chars, "ref_space_uid": idx.copy(), "atom_pad_mask": pad,
+        "atom_to_token": atom_to_token, "atom_to_token_idx": idx, "mol_type": zeros_m,
+        "res_type": res_type, "pocket_feature": pocket, "residue_index": np.arange(length)[None],
+        "entity_id": zeros_m, "asym_id": zeros_m, "sym_id": zeros_m,
+        "max_num_tokens": np.array([length]),
+        "esm_s": rng.normal(size=(1, length, cfg.esm_num_layers, cfg.esm_dim)).astype(np.float32),
+    }
+
+
+def _peak_memory() -> tuple[float, str]:
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"] / 2**20, "device peak"
+    # ru_maxrss is in KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", default="simplefold_100M", choices=sorted(OFFICIAL_SIZES))
+    p.add_argument("--lengths", type=int, nargs="+", default=[64, 128, 256, 512])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    cfg = OFFICIAL_SIZES[args.size](dtype=args.dtype)
+    t0 = time.perf_counter()
+    model = FoldingModel(FoldingDiT(cfg, rngs=nnx.Rngs(args.seed)))
+    init_s = time.perf_counter() - t0
+    rng = np.random.default_rng(args.seed)
+    print(f"# {args.size} ({args.dtype}), B=1, backend={jax.default_backend()}, init {init_s:.1f} s", flush=True)
+    print(f"{'L':>5} {'N atoms':>8} {'compile+1st (s)':>16} {'median ms':>10} {'min ms':>8} {'peak MiB':>9}  memory")
+    for length in args.lengths:
+        feats = model.prepare(synthetic_features(length, cfg, rng))
+        n = feats["ref_pos"].shape[1]
+        x = rng.normal(size=(1, n, 3)).astype(np.float32)
+        t = np.array([0.5], np.float32)
+        t0 = time.perf_counter()
+        jax.block_until_ready(model(x, t, feats))
+        first = time.perf_counter() - t0
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(model(x, t, feats))
+            times.append((time.perf_counter() - t0) * 1e3)
+        mem, kind = _peak_memory()
+        print(f"{length:>5} {n:>8} {first:>16.2f} {statistics.median(times):>10.1f} {min(times):>8.1f} {mem:>9.0f}  {kind}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
