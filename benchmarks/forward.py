@@ -7,8 +7,9 @@ Usage::
 
 Inputs are synthetic but realistic in size: heavy-atom counts of random standard residues
 (about 8 atoms per residue) padded to a multiple of 32, and ``esm_s`` of shape (1, L, 37, 2560).
-Time is the median of ``--repeats`` jitted calls after one compile call, with the features already
-on the device (as in a sampler loop). Memory is the device's peak bytes in use when the backend
+Time is the median (and min) of ``--repeats`` jitted calls after one compile call, with the features
+already on the device (as in a sampler loop). "CPU ms" is the process CPU time per call (all
+threads): on a shared machine it tells how much work a call is, independently of contention. Memory is the device's peak bytes in use when the backend
 reports it, else the process's peak RSS (``ru_maxrss``, monotonic over the run).
 """
 
@@ -76,6 +77,17 @@ def _peak_memory() -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"
 
 
+def _matmul_gflops() -> float:
+    """Throughput of a 2048^3 float32 matmul right now: tells how contended the CPU is."""
+    a = jax.numpy.ones((2048, 2048), jax.numpy.float32)
+    f = jax.jit(lambda m: m @ m)
+    jax.block_until_ready(f(a))
+    t0 = time.perf_counter()
+    for _ in range(3):
+        jax.block_until_ready(f(a))
+    return 3 * 2 * 2048**3 / (time.perf_counter() - t0) / 1e9
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", default="simplefold_100M", choices=sorted(OFFICIAL_SIZES))
@@ -91,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     init_s = time.perf_counter() - t0
     rng = np.random.default_rng(args.seed)
     print(f"# {args.size} ({args.dtype}), B=1, backend={jax.default_backend()}, init {init_s:.1f} s", flush=True)
-    print(f"{'L':>5} {'N atoms':>8} {'compile+1st (s)':>16} {'median ms':>10} {'min ms':>8} {'peak MiB':>9}  memory")
+    print(f"# calibration: f32 2048^3 matmul at {_matmul_gflops():.0f} GFLOP/s now (~465 on 2 idle cores)", flush=True)
+    print(f"{'L':>5} {'N atoms':>8} {'compile+1st (s)':>16} {'median ms':>10} {'min ms':>8} {'CPU ms':>8} {'peak MiB':>9}  memory")
     for length in args.lengths:
         feats = model.prepare(synthetic_features(length, cfg, rng))
         n = feats["ref_pos"].shape[1]
@@ -100,13 +113,18 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         jax.block_until_ready(model(x, t, feats))
         first = time.perf_counter() - t0
-        times = []
+        times, cpu = [], []
         for _ in range(args.repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             jax.block_until_ready(model(x, t, feats))
             times.append((time.perf_counter() - t0) * 1e3)
+            cpu.append((time.process_time() - c0) * 1e3)
         mem, kind = _peak_memory()
-        print(f"{length:>5} {n:>8} {first:>16.2f} {statistics.median(times):>10.1f} {min(times):>8.1f} {mem:>9.0f}  {kind}", flush=True)
+        print(
+            f"{length:>5} {n:>8} {first:>16.2f} {statistics.median(times):>10.1f} {min(times):>8.1f} "
+            f"{statistics.median(cpu):>8.0f} {mem:>9.0f}  {kind}",
+            flush=True,
+        )
     return 0
 
 

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simplefold.features import COORD_SCALE  # Å per model coordinate unit (re-exported here)
+from simplefold.features import COORD_SCALE  # noqa: F401  (Å per model unit; re-exported)
 
 # Training-time t distribution: t = 0.98·sigmoid(u) + 0.02·v, u ~ N(0.8, 1.7²), v ~ U(0, 1).
 _T_LOGIT_MEAN = 0.8
@@ -92,6 +92,20 @@ def sample_time(key: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
     u = jax.random.normal(k_logit, shape, jnp.float32) * _T_LOGIT_STD + _T_LOGIT_MEAN
     v = jax.random.uniform(k_unif, shape, jnp.float32)
     return _T_LOGIT_WEIGHT * jax.nn.sigmoid(u) + _T_UNIFORM_WEIGHT * v
+
+
+def noised_sample(key: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Draw the training inputs for data ``x1`` ``(B, N, 3)``: one t and one noise per sample.
+
+    Returns:
+      ``(t, x0, x_t)``: t ``(B,)`` from :func:`sample_time`, noise x0 ~ N(0, I) ``(B, N, 3)`` and
+      x_t = :func:`interpolate` (x0, x1, t), float32 model units.
+    """
+    k_t, k_noise = jax.random.split(key)
+    x1 = jnp.asarray(x1, jnp.float32)
+    t = sample_time(k_t, (x1.shape[0],))
+    x0 = jax.random.normal(k_noise, x1.shape, jnp.float32)
+    return t, x0, interpolate(x0, x1, t)
 
 
 def log_time_grid(num_steps: int, t_start: float = 1e-4) -> np.ndarray:

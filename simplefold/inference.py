@@ -831,6 +831,18 @@ class FoldResult:
     def structures(self) -> list[Any]:
         return [s.structure for s in self.samples]
 
+    def ensemble_structures(self) -> list[Any]:
+        """The samples as models of one ensemble file.
+
+        A multi-model file shares its per-atom annotations between models, so every model carries
+        the per-residue pLDDT *averaged over the samples* as B-factor (each sample's own pLDDT is
+        in its sample file and in summary.json).
+        """
+        if any(s.plddt is None for s in self.samples):
+            return self.structures
+        mean = np.mean([s.plddt for s in self.samples], axis=0)
+        return [s.structure.with_coords(s.structure.coords, b_factors=mean) for s in self.samples]
+
     @property
     def best(self) -> Sample:
         """The rank-1 sample (sample 0 without pLDDT)."""
@@ -1198,7 +1210,7 @@ def write_result(
         write_structure(paths.sample(s.index), s.structure, format=fmt)
         files["samples"].append(paths.sample(s.index).name)
     if len(result.samples) > 1:
-        write_structure(paths.ensemble, result.structures, format=fmt)
+        write_structure(paths.ensemble, result.ensemble_structures(), format=fmt)
         files["ensemble"] = paths.ensemble.name
     have_plddt = all(s.plddt is not None for s in result.samples)
     if plot and have_plddt:

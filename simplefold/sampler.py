@@ -25,7 +25,6 @@ import dataclasses
 import functools
 import hashlib
 import logging
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -313,8 +312,9 @@ def sample(
     Settings left as ``None`` come from ``config`` (default :class:`SamplerConfig`).
 
     Args:
-      model: the network (see :func:`as_velocity_model`), called as
-        ``model(noised_pos (1, N, 3), t (1,), feats) -> {"predict_velocity": (1, N, 3), ...}``.
+      model: the network (see :func:`as_velocity_model`), called as ``model(noised_pos (S, N, 3),
+        t (S,), feats) -> {"predict_velocity": (S, N, 3), ...}`` with the batch-1 ``feats``. A model
+        with a ``prepare(feats)`` method (``FoldingModel``) has its features prepared once.
       feats: feature dict of ONE protein, every array with leading batch 1; must contain
         ``atom_pad_mask`` ``(1, N)``. Non-array entries are ignored.
       num_steps, tau, t_start, w_cutoff, log_timesteps: see :class:`SamplerConfig`.
@@ -372,6 +372,7 @@ def sample(
     if chunk_size is not None and s > chunk_size:
         if initial_noise is not None or eps is not None:
             raise ValueError("chunk_size works with key= only (replay arrays are not chunked)")
+        logger.debug("sampling %d samples in chunks of %d", s, chunk_size)
         chunks = []
         for lo in range(0, s, chunk_size):
             kc = keys[lo : lo + chunk_size]
@@ -419,7 +420,7 @@ def estimate_sample_memory(config: Any, num_atoms: int, num_tokens: int, num_sam
 
     The scan keeps only the state between steps, so memory does not grow with ``num_steps``.
     Against XLA's own buffer plan for the 100M config on CPU (``memory_stats`` in
-    ``benchmarks/sample.py``) this overestimates the per-sample part by ≈ 1.3× (N = 1024, M = 128
+    ``benchmarks/sample.py``) this overestimates the per-sample part by ≈ 1.35× (N = 1024, M = 128
     and N = 2144, M = 256), i.e. it errs on the safe side; accelerator attention kernels differ.
 
     Args:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import json
-import pickle
 import zipfile
 
-import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -16,7 +13,7 @@ from conftest import FIXTURES, PARITY, PARITY_CASES
 from simplefold import checkpoints as ck
 from simplefold.model import FoldingConfig, FoldingDiT, PLDDTConfig, PLDDTHead
 from simplefold.model.config import OFFICIAL_PLDDT_SIZES, OFFICIAL_SIZES
-from simplefold.torch_io import CheckpointError, load_torch_file
+from simplefold.torch_io import CheckpointError
 
 FOLDING_SUMMARY = json.loads((PARITY / "folding_d64_h4.json").read_text())["summary"]
 PLDDT_SUMMARY = json.loads((PARITY / "plddt_d64_h4.json").read_text())["summary"]

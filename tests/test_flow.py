@@ -170,3 +170,13 @@ def test_center_random_augmentation():
     many = flow.center_random_augmentation(jax.random.key(3), np.repeat(x[:1], 4000, 0), np.repeat(mask[:1], 4000, 0), 0.5)
     sh = np.asarray(flow.masked_mean(many, np.repeat(mask[:1], 4000, 0)))[:, 0]
     np.testing.assert_allclose(sh.std(0), 0.5, rtol=0.06)
+
+
+def test_noised_sample():
+    x1 = _rand(11, (5, 8, 3))
+    t, x0, x_t = flow.noised_sample(jax.random.key(4), x1)
+    assert t.shape == (5,) and x0.shape == x1.shape and len(set(np.asarray(t).tolist())) == 5
+    np.testing.assert_allclose(x_t, flow.interpolate(x0, x1, t), atol=1e-6)
+    t2, x02, _ = flow.noised_sample(jax.random.key(4), x1)
+    np.testing.assert_array_equal(t, t2)
+    np.testing.assert_array_equal(x0, x02)

@@ -55,8 +55,8 @@ def _gemmi_residue_atoms(residue) -> dict[str, np.ndarray]:
     """Heavy atoms of a gemmi residue; among alternate locations the highest occupancy (first on ties)."""
     best: dict[str, tuple[float, np.ndarray]] = {}
     for atom in residue:
-        if atom.element.name in ("H", "D"):
-            continue
+        if atom.name.lstrip("0123456789")[:1] in ("H", "D"):
+            continue  # hydrogen, by name: some files carry junk in the element column
         name = residues.MODIFIED_ATOM_RENAMES.get((residue.name, atom.name), (atom.name,))[0]
         xyz = np.array([atom.pos.x, atom.pos.y, atom.pos.z])
         if name not in best or atom.occ > best[name][0]:

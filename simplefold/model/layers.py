@@ -50,7 +50,9 @@ class RMSNorm(nnx.Module):
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         xf = x.astype(jnp.float32)
-        rms = jnp.sqrt(jnp.sum(xf * xf, axis=-1, keepdims=True)) * jnp.float32(self.dim ** -0.5)
+        ss = jnp.sum(xf * xf, axis=-1, keepdims=True)
+        # double-where: sqrt'(0) is infinite and all-zero rows occur at bucket-padded tokens
+        rms = jnp.where(ss > 0, jnp.sqrt(jnp.where(ss > 0, ss, 1.0)), 0.0) * jnp.float32(self.dim ** -0.5)
         return (self.scale[...] * (xf / (rms + jnp.float32(1e-8)))).astype(x.dtype)
 
 

@@ -57,6 +57,8 @@ class DataSection:
     multiplicity: int = 16
     batch_per_device: int = 1
     shuffle_seed: int = 0
+    #: Pad every batch to the crop budget (one compiled step) instead of length buckets.
+    pad_to_max: bool = False
     read_threads: int = 2
     prefetch: int = 4
     #: Translation (Å) of the loader's rotation augmentation (official featurizer: N(0, 1 Å)).

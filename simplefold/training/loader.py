@@ -190,19 +190,29 @@ def build_example(
     return compact_features(feats, condition=condition)
 
 
-def pad_batch(examples: Sequence[Mapping[str, np.ndarray]], max_tokens: int | None = None) -> dict[str, np.ndarray]:
+def pad_batch(
+    examples: Sequence[Mapping[str, np.ndarray]],
+    max_tokens: int | None = None,
+    max_atoms: int | None = None,
+    pad_to_max: bool = False,
+) -> dict[str, np.ndarray]:
     """Pad examples to the length bucket of the longest one and stack them (leading batch axis).
 
     Args:
       examples: unpadded compact feature dicts.
-      max_tokens: upper bound used to cap the residue bucket (the crop budget), if any.
+      max_tokens / max_atoms: the crop budget; caps the residue bucket.
+      pad_to_max: pad to the budget itself (one shape for every batch).
     """
     m = max(int(e["residue_index"].shape[0]) for e in examples)
     n = max(int(e["atom_pad_mask"].shape[0]) for e in examples)
-    mb = F.bucket_size(m)
-    if max_tokens is not None:
-        mb = max(m, min(mb, max_tokens))
-    nb = F.atom_bucket_size(n, mb)
+    if pad_to_max and max_tokens is not None and max_atoms is not None:
+        mb = max(m, max_tokens)
+        nb = max(n, -(-max_atoms // F.ATOM_WINDOW) * F.ATOM_WINDOW)
+    else:
+        mb = F.bucket_size(m)
+        if max_tokens is not None:
+            mb = max(m, min(mb, max_tokens))
+        nb = F.atom_bucket_size(n, mb)
     padded = []
     for e in examples:
         padded.append(F.pad_to_bucket(e, mb, nb))
@@ -252,7 +262,9 @@ def make_train_iterator(
         return int(host_batch_indices(step, batch_per_host, process_index, process_count)[j])
 
     ds = grain.MapDataset.range(_MAX_EXAMPLES).map(global_index).map(builder)
-    ds = ds.batch(batch_per_host, drop_remainder=True, batch_fn=functools.partial(pad_batch, max_tokens=data.max_tokens))
+    ds = ds.batch(batch_per_host, drop_remainder=True, batch_fn=functools.partial(
+        pad_batch, max_tokens=data.max_tokens, max_atoms=data.max_atoms, pad_to_max=data.pad_to_max
+    ))
     options = grain.ReadOptions(num_threads=max(1, data.read_threads), prefetch_buffer_size=max(1, data.prefetch))
     return ds.to_iter_dataset(options).__iter__()
 

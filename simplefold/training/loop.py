@@ -1,0 +1,347 @@
+"""``train(config)``: the training driver (init or resume, loop, logging, validation, checkpoints).
+
+Run directory ``loop.output_dir``::
+
+    config.json              the resolved run config
+    metrics.jsonl            one line per logged step (loss terms, grad norm, lr, throughput) and
+                             per validation (``val/*``); on resume, lines after the restored step
+                             are dropped so the file always describes one consistent run
+    tensorboard/             event files (tensorboardX)
+    checkpoints/<step>/      Orbax checkpoints (see :mod:`simplefold.training.checkpointing`)
+    loss_curve.png           written at the end
+
+Exact resumption: restarting with the same command restores params, EMA, optimizer state, step,
+PRNG key and loader position from the newest checkpoint; every later step then sees the same
+batch and the same random draws as an uninterrupted run (on CPU the losses are bit-identical).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+import signal
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from simplefold.training.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """Summary of a ``train`` call."""
+
+    output_dir: pathlib.Path
+    start_step: int
+    final_step: int
+    stopped_early: str | None  # "sigterm" | "time_limit" | None
+    last_metrics: Mapping[str, float]
+    last_validation: Mapping[str, float]
+
+
+class _MetricsLog:
+    """Append-only JSONL + TensorBoard writer (process 0 only)."""
+
+    def __init__(self, out: pathlib.Path, enabled: bool, tensorboard: bool):
+        self.enabled = enabled
+        self.path = out / METRICS_FILE
+        self.tb = None
+        if enabled and tensorboard:
+            try:
+                from tensorboardX import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard"))
+            except ImportError:
+                logger.warning("tensorboardX is not installed; TensorBoard logging disabled")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines logged after ``step`` (from a run killed after its last checkpoint)."""
+        if not (self.enabled and self.path.exists()):
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec.get("step", 0) <= step:
+                kept.append(line)
+        self.path.write_text("".join(k + "\n" for k in kept))
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k if "/" in k else f"train/{k}", v, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(output_dir: str | pathlib.Path) -> list[dict[str, Any]]:
+    """Records of a run's ``metrics.jsonl``."""
+    path = pathlib.Path(output_dir) / METRICS_FILE
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+
+
+def plot_loss_curve(output_dir: str | pathlib.Path) -> pathlib.Path | None:
+    """Write ``loss_curve.png`` (training loss terms and validation metrics vs step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(output_dir)
+    train = [r for r in records if "loss" in r]
+    val = [r for r in records if "val/lddt" in r]
+    if not train:
+        return None
+    fig, axes = plt.subplots(1, 2 if val else 1, figsize=(11 if val else 6, 4), squeeze=False)
+    ax = axes[0, 0]
+    steps = [r["step"] for r in train]
+    for key in ("loss", "mse", "smooth_lddt_loss"):
+        if key in train[0]:
+            ax.plot(steps, [r[key] for r in train], label=key)
+    ax.set_xlabel("step")
+    ax.set_yscale("log")
+    ax.set_title("training loss")
+    ax.legend()
+    if val:
+        ax = axes[0, 1]
+        vsteps = [r["step"] for r in val]
+        for key in ("val/lddt", "val/tm_score"):
+            ax.plot(vsteps, [r[key] for r in val], marker="o", label=key)
+        ax.set_xlabel("step")
+        ax.set_ylim(0, 1)
+        ax.set_title("validation (EMA weights)")
+        ax.legend()
+    fig.tight_layout()
+    path = pathlib.Path(output_dir) / "loss_curve.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _load_init_module(init_from: str, preset_cfg):
+    """Module with the weights to fine-tune from: converted dir, official .ckpt, or released name."""
+    from simplefold import checkpoints
+
+    path = pathlib.Path(init_from).expanduser()
+    if path.is_dir():
+        return checkpoints.load_converted(path).module
+    if path.is_file():
+        return checkpoints.load_official_module(path, preset_cfg.name if preset_cfg.name != "custom" else preset_cfg)
+    from simplefold import weights
+
+    return checkpoints.load_converted(weights.resolve(init_from)).module
+
+
+def _validate(graphdef, ema_params, model_state, examples, cfg: TrainConfig, step: int) -> dict[str, float]:
+    """Sample each validation chain with the EMA weights and score it (lDDT, TM, CA-RMSD)."""
+    import jax
+    from flax import nnx
+
+    from simplefold import metrics, sampler
+
+    model = nnx.merge(graphdef, ema_params, model_state)
+    scores: dict[str, list[float]] = {"lddt": [], "tm_score": [], "rmsd_ca": []}
+    key = jax.random.PRNGKey(cfg.validation.seed)
+    for i, ex in enumerate(examples):
+        y = sampler.sample(
+            model, ex.feats, num_steps=cfg.validation.num_steps, tau=cfg.validation.tau, key=jax.random.fold_in(key, i)
+        )
+        pred = np.asarray(sampler.postprocess(y, ex.feats["atom_pad_mask"]))[0, : len(ex.true_coords)]
+        mask = ex.atom_mask.astype(bool)
+        scores["lddt"].append(float(metrics.lddt(pred, ex.true_coords, mask, ex.atom_residue)))
+        ca_ok = ex.ca_mask.astype(bool)
+        pred_ca, true_ca = pred[ex.ca_index[ca_ok]], ex.true_coords[ex.ca_index[ca_ok]]
+        scores["tm_score"].append(float(metrics.tm_score(pred_ca, true_ca)))
+        scores["rmsd_ca"].append(float(metrics.rmsd(pred_ca, true_ca)))
+    return {f"val/{k}": float(np.mean(v)) for k, v in scores.items() if v}
+
+
+def train(
+    config: TrainConfig,
+    *,
+    on_step: Callable[[int, Mapping[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train (or resume) the run described by ``config``; see the module docstring.
+
+    Args:
+      config: the run.
+      on_step: optional callback ``(step, metrics)`` after every logged step (tests, notebooks).
+
+    Raises:
+      ValueError / FileNotFoundError: bad config or data (messages name the offending item).
+    """
+    from simplefold.training import sharding
+
+    sharding.maybe_initialize_distributed(config.mesh)
+
+    import jax
+    from flax import nnx
+
+    from simplefold.training import checkpointing, loader, state as state_lib, step as step_lib
+
+    out = pathlib.Path(config.loop.output_dir).absolute()
+    is_main = jax.process_index() == 0
+    out.mkdir(parents=True, exist_ok=True)
+    if is_main:
+        (out / "config.json").write_text(config.to_json() + "\n")
+
+    mesh = sharding.make_mesh(config.mesh)
+    compute_dtype = state_lib.resolve_compute_dtype(config.loop.compute_dtype)
+    model_cfg = state_lib.model_config(config.model, compute_dtype)
+    init_module = None
+    if config.model.init_from:
+        init_module = _load_init_module(config.model.init_from, model_cfg)
+        model_cfg = dataclasses.replace(init_module.config, dtype=compute_dtype)
+        logger.info("fine-tuning from %s (%s)", config.model.init_from, model_cfg.name)
+    tx = state_lib.make_optimizer(config.optim)
+    seed = config.loop.seed
+
+    def init_fn():
+        model = state_lib.build_model(model_cfg, config.model.init_seed)
+        _, params, rest = state_lib.split_model(model)
+        return state_lib.init_state(params, rest, tx, seed)
+
+    graphdef, _, _ = state_lib.split_model(nnx.eval_shape(lambda: state_lib.build_model(model_cfg, 0)))
+    abstract = jax.eval_shape(init_fn)
+    shardings = sharding.state_shardings(abstract, mesh, config.mesh.min_shard_elements)
+    with mesh:
+        state = jax.jit(init_fn, out_shardings=shardings)()
+    if init_module is not None:
+        _, params, rest = state_lib.split_model(init_module)
+        params = jax.device_put(params, shardings["params"])
+        state = dict(
+            state,
+            params=params,
+            ema_params=jax.device_put(jax.tree.map(np.asarray, params), shardings["ema_params"]),
+            model_state=jax.device_put(rest, shardings["model_state"]),
+            opt_state=jax.jit(tx.init, out_shardings=shardings["opt_state"])(params),
+        )
+        del init_module
+    n_params = state_lib.count_params(state["params"])
+    logger.info(
+        "model %s: %.2fM parameters, compute %s, mesh %s, %.0f%% of the state sharded",
+        model_cfg.name, n_params / 1e6, compute_dtype, dict(mesh.shape), 100 * sharding.fraction_sharded(state),
+    )
+
+    local_batch = sharding.local_batch_size(config.data.batch_per_device, mesh)
+    data_iter = loader.make_train_iterator(
+        config.data,
+        condition=model_cfg.condition,
+        batch_per_host=local_batch,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+
+    ckpt = checkpointing.RunCheckpointer(out / "checkpoints", config.checkpoint)
+    log = _MetricsLog(out, is_main, config.loop.tensorboard)
+    start_step = 0
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state, loader_state, saved_cfg = ckpt.restore(latest, checkpointing.abstract_like(state, shardings))
+        data_iter.set_state(loader_state)
+        start_step = int(jax.device_get(state["step"]))
+        if saved_cfg != json.loads(config.to_json()):
+            logger.warning("resuming %s with a config that differs from the checkpoint's", out)
+        logger.info("resumed from checkpoint of step %d", start_step)
+    log.truncate_after(start_step)
+
+    val_examples = []
+    # every process builds the same examples: sampling with sharded weights is a collective program
+    if config.validation.every_steps > 0 and config.validation.num_proteins > 0:
+        val_examples = loader.validation_examples(
+            config.data.data_dir, config.data.val_split,
+            num_proteins=config.validation.num_proteins, max_tokens=config.validation.max_tokens,
+            seed=config.validation.seed, condition=model_cfg.condition,
+        )
+        if not val_examples:
+            logger.warning("no %r records for validation; validation disabled", config.data.val_split)
+
+    train_step = jax.jit(
+        step_lib.make_train_step(graphdef, tx, config.optim, config.loss, config.data.multiplicity),
+        in_shardings=(shardings, sharding.batch_sharding(mesh)),
+        out_shardings=(shardings, sharding.replicated(mesh)),
+        donate_argnums=(0,),
+    )
+
+    stop_reason: list[str] = []
+    previous_handler = None
+    try:
+        previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop_reason.append("sigterm"))
+    except ValueError:  # not the main thread (e.g. notebook worker): no SIGTERM handling
+        pass
+
+    def save(step: int, val_metrics: Mapping[str, float] | None = None) -> None:
+        ckpt.save(step, state, data_iter.get_state(), config.to_dict(), metrics=val_metrics)
+
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=config.loop.max_steps, initial=start_step, desc="train", unit="step",
+        disable=not (config.loop.progress_bar and is_main), dynamic_ncols=True,
+    )
+    last_metrics: dict[str, float] = {}
+    last_val: dict[str, float] = {}
+    t_start = time.time()
+    t_log, residues_since, steps_since = time.time(), 0.0, 0
+    step = start_step
+    try:
+        while step < config.loop.max_steps:
+            host_batch = next(data_iter)
+            residues_since += float(np.sum(host_batch["token_pad_mask"])) * jax.process_count()
+            with mesh:
+                state, metrics = train_step(state, sharding.global_batch(host_batch, mesh))
+            step += 1
+            steps_since += 1
+            bar.update(1)
+            if step % config.loop.log_every == 0 or step == config.loop.max_steps:
+                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not all(np.isfinite(v) for v in values.values()):
+                    raise FloatingPointError(f"non-finite training metrics at step {step}: {values}")
+                dt = max(time.time() - t_log, 1e-9)
+                record = {"step": step, **values, "steps_per_s": steps_since / dt, "residues_per_s": residues_since / dt}
+                log.write(record)
+                bar.set_postfix(loss=f"{values['loss']:.4f}", lddt=f"{values.get('lddt', float('nan')):.3f}")
+                last_metrics = record
+                if on_step is not None:
+                    on_step(step, record)
+                t_log, residues_since, steps_since = time.time(), 0.0, 0
+            val_now = bool(val_examples) and (step % config.validation.every_steps == 0)
+            if val_now:
+                with mesh:
+                    last_val = _validate(graphdef, state["ema_params"], state["model_state"], val_examples, config, step)
+                log.write({"step": step, **last_val})
+                logger.info("step %d validation: %s", step, {k: round(v, 4) for k, v in last_val.items()})
+            if step % config.checkpoint.every_steps == 0:
+                save(step, last_val if val_now else None)
+            if config.loop.time_limit_s is not None and time.time() - t_start > config.loop.time_limit_s:
+                stop_reason.append("time_limit")
+            if stop_reason:
+                logger.warning("stopping at step %d (%s); saving a checkpoint", step, stop_reason[0])
+                break
+        save(step)
+    finally:
+        bar.close()
+        ckpt.close()
+        log.close()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    if is_main:
+        plot_loss_curve(out)
+    return TrainResult(out, start_step, step, stop_reason[0] if stop_reason else None, last_metrics, last_val)

@@ -1,0 +1,242 @@
+"""simplefold.inference: the fold API, chunk/bucket invariance, planning and memory estimates.
+
+A tiny random ``FoldingConfig.tiny()`` network with 4 sampler steps keeps this fast; the
+compilations land in the persistent cache set up by conftest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from simplefold import inference as I
+
+SEQ_A = "MKTAYIAKQRQISFVKSHFSRQ"  # 22 residues -> bucket 32
+SEQ_B = "GSHMLEDPVNNEWQY"  # 15 residues -> bucket 32
+# 20 steps: with fewer, the first Euler step from t = 1e-4 (w ~ 99) blows coordinates up to ~1e3 Å
+STEPS = 20
+
+
+def random_tiny(seed: int = 0):
+    """``FoldingConfig.tiny()`` with random weights, including the adaLN-Zero parameters that are
+    zero at init (otherwise the velocity is exactly 0 and the network would not matter)."""
+    import jax
+    from flax import nnx
+
+    from simplefold.model import FoldingConfig, FoldingDiT
+
+    net = FoldingDiT(FoldingConfig.tiny(), rngs=nnx.Rngs(seed))
+    state = nnx.state(net, nnx.Param)
+    keys = iter(jax.random.split(jax.random.key(seed + 100), 1000))
+    state = jax.tree.map(lambda x: jax.random.normal(next(keys), x.shape, x.dtype) * 0.02 if not x.any() else x, state)
+    nnx.update(net, state)
+    return net
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from flax import nnx
+
+    from simplefold.model import PLDDTConfig, PLDDTHead
+
+    net = random_tiny(0)
+    head = PLDDTHead(PLDDTConfig.tiny(), rngs=nnx.Rngs(1))
+    return I.FoldingModel(network=net, config=net.config, name="tiny", plddt_head=head)
+
+
+def _coords(result):
+    return np.stack([s.structure.coords for s in result.samples])
+
+
+def test_sample_identical_alone_in_chunk_and_other_bucket(tiny):
+    """Same seed -> same sample whether run in a chunk of 4, alone, or padded to another bucket."""
+    opts4 = I.FoldOptions(num_samples=4, seed=7, num_steps=STEPS, plddt=False, batch_size=4)
+    chunk4 = I.Folder(tiny, opts4).fold_target(I.Target("a", SEQ_A))
+    assert chunk4.plan.chunk == 4 and chunk4.plan.bucket_tokens == 32
+
+    alone = I.Folder(tiny, dataclasses.replace(opts4, batch_size=1)).fold_target(I.Target("a", SEQ_A))
+    assert alone.plan.chunk == 1 and alone.plan.num_chunks == 4
+    np.testing.assert_array_equal(_coords(alone), _coords(chunk4))
+
+    # bucket 64 instead of 32: 42 extra masked residues and more atom slots
+    other = I.Folder(tiny, dataclasses.replace(opts4, batch_size=1, token_buckets=(64,))).fold_target(
+        I.Target("a", SEQ_A)
+    )
+    assert other.plan.bucket_tokens == 64 and other.plan.bucket_atoms > chunk4.plan.bucket_atoms
+    # only float rounding of differently shaped reductions may differ
+    np.testing.assert_allclose(_coords(other), _coords(chunk4), rtol=0, atol=1e-3)
+
+    # the samples themselves differ, and the seed matters
+    c = _coords(chunk4)
+    assert np.abs(c[0] - c[1]).max() > 1.0
+    reseeded = I.Folder(tiny, dataclasses.replace(opts4, seed=8)).fold_target(I.Target("a", SEQ_A))
+    assert np.abs(_coords(reseeded) - c).max() > 1.0
+    # ... and so does the network (its velocity is not trivially zero)
+    other_net = I.FoldingModel(network=random_tiny(1), config=tiny.config, name="tiny1")
+    assert np.abs(_coords(I.Folder(other_net, opts4).fold_target(I.Target("a", SEQ_A))) - c).max() > 0.1
+
+
+def test_fold_api_inputs_results_and_plddt(tiny, tmp_path):
+    from simplefold.fasta import read_sequences
+    from simplefold.structure import read_structure, write_structure
+
+    fasta = tmp_path / "two.fasta"
+    fasta.write_text(f">rec1 first\n{SEQ_B}\n>rec2\n{SEQ_A}\n")
+    records = read_sequences(fasta)
+    results = I.fold([SEQ_A, ("named", SEQ_B), records[0]], model=tiny, num_samples=2, seed=3, num_steps=STEPS,
+                     batch_size=2)
+    assert [r.name for r in results] == ["seq_0", "named", "rec1"]
+    assert results[2].target.source == f"{fasta}:1"
+    for r, seq in zip(results, (SEQ_A, SEQ_B, SEQ_B)):
+        assert len(r.samples) == 2 and [s.index for s in r.samples] == [0, 1]
+        assert sorted(s.rank for s in r.samples) == [1, 2]
+        assert r.best.mean_plddt == max(s.mean_plddt for s in r.samples)
+        for s in r.samples:
+            st = s.structure
+            assert st.sequences == (seq,)
+            assert s.plddt.shape == (len(seq),) and np.all((s.plddt > 0) & (s.plddt < 100))
+            # per-residue pLDDT on every atom of the residue
+            chain = st.chains[0]
+            np.testing.assert_allclose(chain.b_factors, s.plddt[chain.atom_residue], rtol=1e-6)
+            # centred in Å
+            assert np.abs(st.coords.mean(0)).max() < 1e-2
+    # same target name + seed -> same structure, whatever else is in the call
+    np.testing.assert_array_equal(results[1].structures[0].coords,
+                                  I.fold(("named", SEQ_B), tiny, num_samples=2, seed=3, num_steps=STEPS,
+                                         batch_size=2)[0].structures[0].coords)
+    # the structures are writable and readable
+    out = tmp_path / "ens.cif"
+    write_structure(out, results[0].ensemble_structures())
+    back = read_structure(out)
+    assert back.sequences == (SEQ_A,)
+    mean = np.mean([s.plddt for s in results[0].samples], axis=0)
+    np.testing.assert_allclose(back.chains[0].b_factors, mean[back.chains[0].atom_residue], atol=0.01)
+
+
+def test_fold_rejects_bad_targets(tiny):
+    with pytest.raises(I.TargetError, match="empty sequence"):
+        I.fold([("ok", SEQ_A), ("bad", "")], tiny, num_steps=STEPS)
+    with pytest.raises(I.TargetError, match="several chains"):
+        I.fold("MKTAY:GSHML", tiny, num_steps=STEPS)
+    with pytest.raises(TypeError, match="sequence #0"):
+        I.as_targets([42])
+
+
+def test_as_targets_names_are_safe_and_unique():
+    ts = I.as_targets([("a/b", "mk ta"), ("a/b", "GG"), "AAA"])
+    assert [t.name for t in ts] == ["a_b", "a_b_2", "seq_2"]
+    assert ts[0].sequence == "MKTA"
+
+
+def test_read_targets_keeps_good_records_of_a_bad_file(tmp_path):
+    f = tmp_path / "in.fasta"
+    f.write_text(f">good1\n{SEQ_A}\n>bad\nMKT1AY\n>empty\n>good2 x\n{SEQ_B}\n>good1\nAAAA\n>two\nMKT:GSH\n")
+    ts = I.read_targets(f)
+    assert [t.name for t in ts] == ["good1", "bad", "empty", "good2", "good1_2", "two"]
+    assert [t.error is None for t in ts] == [True, False, False, True, False, True]
+    assert f"{f}:4" in ts[1].error and "digit" in ts[1].error
+    assert "empty record" in ts[2].error and "duplicate" in ts[4].error
+    assert ts[5].sequence == "MKT:GSH"
+    with pytest.raises(I.TargetError, match="several chains"):
+        I.check_target(ts[5])
+    with pytest.raises(I.TargetError, match="digit"):
+        I.check_target(ts[1])
+
+
+def test_parameter_count_matches_official_sizes():
+    from simplefold.model import FoldingConfig
+
+    # official counts from instantiating the PyTorch models (spec §1.8)
+    assert I.count_parameters(FoldingConfig.simplefold_100M()) == pytest.approx(96_680_488, rel=1e-3)
+    assert I.count_parameters(FoldingConfig.simplefold_1_6B()) == pytest.approx(1_588_589_864, rel=1e-3)
+    assert I.count_parameters(FoldingConfig.simplefold_3B()) == pytest.approx(2_864_973_224, rel=1e-3)
+
+
+def test_plan_respects_budget_batch_size_and_devices():
+    from simplefold.model import FoldingConfig
+
+    cfg = FoldingConfig.simplefold_100M()
+    t = I.Target("t", "A" * 300)
+    opts = I.FoldOptions(num_samples=10, num_steps=100, plddt=False)
+    big = I.plan_target(t, cfg, opts, budget=80 * 10**9)
+    assert big.bucket_tokens == 320 and big.chunk == 10 and big.num_chunks == 1 and big.error is None
+    est = I.estimate_memory(cfg, big.bucket_tokens, big.bucket_atoms, 1)
+    budget = est.params + est.features + 3 * est.per_sample + 1
+    small = I.plan_target(t, cfg, opts, budget=budget)
+    assert small.chunk == 3 and small.num_chunks == 4 and small.memory_bytes <= budget
+    assert I.plan_target(t, cfg, dataclasses.replace(opts, batch_size=2), budget=80 * 10**9).chunk == 2
+    # 3 devices: per-device chunk rounded up, total a multiple of 3
+    assert I.plan_target(t, cfg, opts, budget=80 * 10**9, num_devices=3).chunk == 12
+    # too long for the budget: an error naming the target, not an exception
+    huge = I.plan_target(I.Target("huge", "A" * 3000), cfg, opts, budget=2 * 10**9)
+    assert huge.chunk == 0 and "huge" in huge.error and "memory budget" in huge.error
+    # time estimate grows with steps and samples
+    assert I.plan_target(t, cfg, dataclasses.replace(opts, num_steps=200), budget=10**11).seconds == pytest.approx(
+        2 * big.seconds, rel=0.05
+    )
+
+
+def test_plan_reads_only_configs(tmp_path, monkeypatch):
+    """plan() on a released name needs no weights (the weights manager must not be touched)."""
+    from simplefold import weights
+
+    def boom(*a, **k):
+        raise AssertionError("plan() tried to resolve weights")
+
+    monkeypatch.setattr(weights, "resolve", boom)
+    plans = I.plan([("a", SEQ_A), ("bad", "")], "simplefold_3B", I.FoldOptions(num_samples=2, max_memory_gb=100))
+    assert plans[0].error is None and plans[0].memory_bytes > 4 * 2.8e9  # 3B weights in float32
+    assert "empty sequence" in plans[1].error
+    table = I.format_plan(plans)
+    assert "a " in table and "FAILS" in table and "2 targets, 1 would fail" in table
+    with pytest.raises(I.ModelNotFoundError, match="unknown model"):
+        I.plan([SEQ_A], "simplefold_42M")
+
+
+def test_demo_model_resolution_message():
+    try:
+        path = I.demo_model_path()
+    except I.ModelNotFoundError as exc:
+        assert "not bundled" in str(exc)
+    else:
+        assert (path / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_samples_sharded_over_two_devices_match_one_device(tmp_path):
+    """With 2 (fake CPU) devices the sample axis is sharded over a mesh; results equal one device."""
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, jax
+        from flax import nnx
+        from simplefold import inference as I
+        from simplefold.model import FoldingConfig, FoldingDiT
+        assert len(jax.devices()) == 2
+        cfg = FoldingConfig.tiny()
+        net = FoldingDiT(cfg, rngs=nnx.Rngs(0))
+        st = nnx.state(net, nnx.Param)
+        st = jax.tree.map(lambda x: x + 0.02 * jax.random.normal(jax.random.key(1), x.shape, x.dtype), st)
+        nnx.update(net, st)
+        m = I.FoldingModel(network=net, config=cfg, name="tiny")
+        opts = I.FoldOptions(num_samples=3, seed=7, num_steps={STEPS}, plddt=False)
+        two = I.Folder(m, opts)
+        assert two.mesh is not None
+        r2 = two.fold_target(I.Target("a", "{SEQ_A}"))
+        assert r2.plan.chunk == 4  # 3 samples rounded up to a multiple of 2 devices
+        r1 = I.Folder(m, opts, devices=jax.devices()[:1]).fold_target(I.Target("a", "{SEQ_A}"))
+        a = np.stack([s.structure.coords for s in r1.samples])
+        b = np.stack([s.structure.coords for s in r2.samples])
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-3)
+        print("OK", np.abs(a - b).max())
+        """
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "OK" in proc.stdout
