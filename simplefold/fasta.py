@@ -245,6 +245,8 @@ def read_sequences(inp: str | os.PathLike) -> list[FastaRecord]:
                 records.append(rec)
         return records
     if not path.exists():
+        if isinstance(inp, os.PathLike):
+            raise FastaError(text, 1, None, "file not found")
         if "\n" in text or text.lstrip().startswith(">"):
             return parse_fasta(text)
         raise FastaError(text, 1, None, "no such file, and not a valid protein sequence")

@@ -365,14 +365,17 @@ def structure_from_sequence(
     parts = sequence.upper().split(":")
     if any(not p for p in parts):
         raise ValueError(f"{name}: empty chain in sequence {sequence!r}")
-    pool = _CHAIN_ID_POOL[_CHAIN_ID_POOL.index(chain_id):] if chain_id in _CHAIN_ID_POOL else chain_id
-    if len(parts) > 1 and len(pool) < len(parts):
-        raise ValueError(f"{name}: cannot name {len(parts)} chains starting at {chain_id!r}")
+    if len(parts) == 1:
+        chain_ids = [chain_id]
+    else:
+        start = _CHAIN_ID_POOL.find(chain_id) if len(chain_id) == 1 else -1
+        if start < 0 or start + len(parts) > len(_CHAIN_ID_POOL):
+            raise ValueError(f"{name}: cannot name {len(parts)} chains starting at chain ID {chain_id!r}")
+        chain_ids = list(_CHAIN_ID_POOL[start : start + len(parts)])
     chains = []
-    for k, part in enumerate(parts):
+    for cid, part in zip(chain_ids, parts):
         res_names = [residues.LETTER_TO_RES_NAME.get(c, "UNK") for c in part]
         res_names = [r if r in _STANDARD_RES_NAMES else "UNK" for r in res_names]
-        cid = chain_id if len(parts) == 1 else pool[k]
         chains.append(_chain_from_residues(cid, res_names, range(1, len(part) + 1), [""] * len(part)))
     skeleton = Structure(name=name, chains=tuple(chains))
     coords = np.asarray(coords, np.float32)
@@ -382,8 +385,7 @@ def structure_from_sequence(
             f"coords have shape {coords.shape}"
         )
     b = np.zeros(skeleton.num_atoms, np.float32) if b_factors is None else b_factors
-    full = skeleton.with_coords(coords, b_factors=b, atom_mask=np.ones(skeleton.num_atoms, bool))
-    return full
+    return skeleton.with_coords(coords, b_factors=b, atom_mask=np.ones(skeleton.num_atoms, bool))
 
 
 # --------------------------------------------------------------------------------------
@@ -444,13 +446,21 @@ def _looks_binary(data: bytes) -> bool:
 
 
 def _sniff_format(path: pathlib.Path, data: bytes) -> str:
+    """``"bcif"`` by extension or a msgpack map at the start; otherwise PDB vs mmCIF by content
+    (a mislabelled text file is still read), falling back to the extension."""
     fmt = _format_from_name(path)
-    if fmt is not None:
-        return fmt
-    if data[:1] and (0x80 <= data[0] <= 0x8F or data[0] in (0xDE, 0xDF)):
-        return "bcif"  # a msgpack map: the root of a BinaryCIF file
-    first = data.lstrip()[:5].lower()
-    return "cif" if first == b"data_" else "pdb"
+    if fmt == "bcif" or (fmt is None and data[:1] and (0x80 <= data[0] <= 0x8F or data[0] in (0xDE, 0xDF))):
+        return "bcif"
+    for line in data[:65536].splitlines():
+        line = line.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        if line[:5].lower() == b"data_":
+            return "cif"
+        if line[:6] in (b"HEADER", b"ATOM  ", b"HETATM", b"REMARK", b"MODEL ", b"CRYST1", b"TITLE ", b"EXPDTA"):
+            return "pdb"
+        break
+    return fmt or "pdb"
 
 
 class _PDBSource:
@@ -532,7 +542,8 @@ class _CIFSource:
             self._file = pdbx.CIFFile.read(io.StringIO(data.decode("utf-8", errors="replace")))
         if not len(self._file):
             raise StructureError(f"{path}: no data block")
-        block = self._file.block
+        self._block_name = next(iter(self._file.keys()))  # first block; later ones are ignored
+        block = self._file[self._block_name]
         if "atom_site" not in block:
             raise StructureError(f"{path}: no atom_site category (no coordinates)")
         self.method = _cif_value(block, "exptl", "method")
@@ -551,13 +562,18 @@ class _CIFSource:
                 break
 
     def model_count(self) -> int:
-        return self._pdbx.get_model_count(self._file)
+        return self._pdbx.get_model_count(self._file, data_block=self._block_name)
 
     def atoms(self, model: int):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # fallbacks from auth_* to label_* fields are fine
             return self._pdbx.get_structure(
-                self._file, model=model, altloc="all", extra_fields=["b_factor", "occupancy"], use_author_fields=True
+                self._file,
+                model=model,
+                data_block=self._block_name,
+                altloc="all",
+                extra_fields=["b_factor", "occupancy"],
+                use_author_fields=True,
             )
 
 
@@ -936,6 +952,8 @@ def _serialize(structures: list[Structure], fmt: str) -> bytes:
                 f"model {k} ({structures[k - 1].name}) has different atoms than model 1; "
                 "an ensemble needs identical atom sets"
             )
+    if arrays[0].array_length() == 0:
+        raise ValueError(f"{structures[0].name}: no present atoms to write")
     atoms = arrays[0] if len(arrays) == 1 else struc.stack(arrays)
     if fmt == "pdb":
         if arrays[0].array_length() > 99_999:
@@ -996,9 +1014,8 @@ def write_structure(path, structures: Structure | Sequence[Structure], *, format
     data = _serialize(models, fmt)
     if path.name.lower().endswith(".gz"):
         data = gzip.compress(data, mtime=0)
-    directory = path.parent if str(path.parent) else pathlib.Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
         raise StructureError(f"{path}: cannot write ({_one_line(e)})") from None
     try:

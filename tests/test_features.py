@@ -85,3 +85,39 @@ def test_crop_keeps_uncropped_length_and_consistency():
     # ref_pos of the crop equals the ref_pos of the same residues in the full features
     full_sel = np.isin(feats["atom_to_token_idx"], keep) & (feats["atom_pad_mask"] > 0)
     np.testing.assert_array_equal(c["ref_pos"][:n_real], feats["ref_pos"][full_sel])
+
+
+def _chain(name="8cny_A.cif.gz"):
+    from conftest import FIXTURES
+
+    from simplefold.structure import read_structure
+
+    return read_structure(FIXTURES / "structures" / name).chains[0]
+
+
+def test_chain_features_consistent_with_sequence_features():
+    chain = _chain()
+    fc = F.featurize_chain(chain)
+    fs = F.featurize_sequence(chain.sequence)
+    F.validate(fc, require_network=False)
+    # Everything the network reads from a chain equals the sequence featurizer's output
+    # (UNK-mapped residues included), so training and inference see the same inputs.
+    for key in ("ref_pos", "ref_element", "ref_charge", "ref_atom_name_chars", "atom_to_token", "res_type"):
+        np.testing.assert_array_equal(fc[key], fs[key], err_msg=key)
+
+
+def test_chain_ground_truth_masks_and_units():
+    chain = _chain("1HIA_l_u.pdb.gz")  # has unresolved side-chain atoms
+    fc = F.featurize_chain(chain)
+    n = chain.num_atoms
+    mask = fc["atom_resolved_mask"][:n]
+    np.testing.assert_array_equal(mask, chain.atom_mask)
+    # absent atoms are zero, never invented
+    assert np.all(fc["coords"][:n][~mask] == 0)
+    # model units: Å/16, centred on the resolved atoms
+    xyz = chain.coords[chain.atom_mask]
+    np.testing.assert_allclose(fc["coords"][:n][mask] * 16.0, xyz - xyz.mean(0), atol=1e-4)
+    np.testing.assert_allclose(fc["coords"][:n][mask].mean(0), 0.0, atol=1e-5)
+    # token masks follow CA / disto-atom presence
+    ca = np.array([nm == "CA" for nm in chain.atom_names])
+    np.testing.assert_array_equal(fc["token_resolved_mask"] > 0, chain.atom_mask[ca])

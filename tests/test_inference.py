@@ -23,7 +23,7 @@ SEQ_B = "GSHMLEDPVNNEWQY"  # 15 residues -> bucket 32
 STEPS = 20
 
 
-def random_tiny(seed: int = 0):
+def random_tiny(seed: int = 0, **overrides):
     """``FoldingConfig.tiny()`` with random weights, including the adaLN-Zero parameters that are
     zero at init (otherwise the velocity is exactly 0 and the network would not matter)."""
     import jax
@@ -31,7 +31,7 @@ def random_tiny(seed: int = 0):
 
     from simplefold.model import FoldingConfig, FoldingDiT
 
-    net = FoldingDiT(FoldingConfig.tiny(), rngs=nnx.Rngs(seed))
+    net = FoldingDiT(FoldingConfig.tiny(**overrides), rngs=nnx.Rngs(seed))
     state = nnx.state(net, nnx.Param)
     keys = iter(jax.random.split(jax.random.key(seed + 100), 1000))
     state = jax.tree.map(lambda x: jax.random.normal(next(keys), x.shape, x.dtype) * 0.02 if not x.any() else x, state)
@@ -240,3 +240,24 @@ def test_samples_sharded_over_two_devices_match_one_device(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "OK" in proc.stdout
+
+
+def test_esm_conditioned_model_uses_esm_features(tmp_path):
+    """An ESM-conditioned model gets esm_s from the given encoder (tiny ESM2 fixture, 3 layers x 64)."""
+    from conftest import PARITY
+    from simplefold.esm import esm_features, load_official_esm2
+
+    encoder = load_official_esm2(PARITY / "esm2_t2_d64.pt")
+    net = random_tiny(0, condition="esm", esm_dim=64, esm_num_layers=3)
+    model = I.FoldingModel(network=net, config=net.config, name="tiny_esm", esm=encoder, esm_cache=tmp_path / "cache")
+    opts = I.FoldOptions(num_samples=1, seed=1, num_steps=STEPS, plddt=False)
+    res = I.Folder(model, opts).fold_target(I.Target("a", SEQ_B))
+    assert res.samples[0].structure.sequences == (SEQ_B,)
+    assert model.describe()["esm"] == encoder.identity
+    assert list((tmp_path / "cache").rglob("*.npy"))  # features went through the cache
+    # passing the same features explicitly gives the same structure; other features do not
+    esm_s = esm_features(encoder, [SEQ_B])[0]
+    same = I.Folder(model, opts).fold_target(I.Target("a", SEQ_B), esm_s=esm_s)
+    np.testing.assert_array_equal(same.samples[0].structure.coords, res.samples[0].structure.coords)
+    other = I.Folder(model, opts).fold_target(I.Target("a", SEQ_B), esm_s=esm_s[::-1].copy())
+    assert np.abs(other.samples[0].structure.coords - res.samples[0].structure.coords).max() > 1e-3

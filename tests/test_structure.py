@@ -513,3 +513,16 @@ def test_sweep_shared_structures():
     print(f"\nstructure sweep of {root}: read {read}, refused {sum(refused.values())} {dict(refused)}, crashes {len(crashes)}")
     assert read + sum(refused.values()) > 0
     assert not crashes, crashes[:5]
+
+
+def test_format_sniffed_from_content(tmp_path):
+    s = read_structure(STRUCTURES / "1HIA_l_u.pdb.gz")
+    write_structure(tmp_path / "a.pdb", s)
+    write_structure(tmp_path / "b.cif", s)
+    (tmp_path / "pdb_named.cif").write_bytes((tmp_path / "a.pdb").read_bytes())
+    (tmp_path / "cif_named.pdb").write_bytes((tmp_path / "b.cif").read_bytes())
+    (tmp_path / "noext").write_bytes((tmp_path / "b.cif").read_bytes())
+    for name in ("pdb_named.cif", "cif_named.pdb", "noext"):
+        back = read_structure(tmp_path / name)
+        assert back.sequences == s.sequences
+        np.testing.assert_allclose(back.coords, s.coords, atol=1e-3)

@@ -58,7 +58,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="merge the manifests of all shards in the output directory and report the run")
     parser.add_argument("--offline", action="store_true", help="never download weights")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="JSON file of option values (keys as the long options, e.g. "
+                        "{\"num_samples\": 50, \"tau\": 0.6}); options given on the command line win")
+    parser.set_defaults(_predict_defaults={a.dest: a.default for a in parser._actions})
 
+
+def _apply_config(args: argparse.Namespace) -> None:
+    """Fill options left at their defaults from the --config JSON file."""
+    import json
+
+    from simplefold.cli import CLIError
+
+    try:
+        data = json.loads(args.config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"{args.config}: cannot read the JSON config ({exc})") from None
+    if not isinstance(data, dict):
+        raise CLIError(f"{args.config}: expected a JSON object of option values")
+    defaults = args._predict_defaults
+    for key, value in data.items():
+        if key.startswith("_"):
+            continue  # comments such as "_doc"
+        dest = key.lstrip("-").replace("-", "_")
+        if dest not in defaults or dest in ("config", "help"):
+            raise CLIError(f"{args.config}: unknown option {key!r}")
+        if getattr(args, dest) == defaults[dest]:
+            setattr(args, dest, Path(value) if dest == "output" and value is not None else value)
 
 def _read_targets(source: str):
     """Targets of INPUT (FASTA file, directory of FASTA files, or a bare sequence)."""
@@ -89,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     from simplefold import inference, outputs
     from simplefold.cli import CLIError
 
+    if args.config is not None:
+        _apply_config(args)
     # --merge-manifests OUT: the single positional is the output directory
     if args.merge_manifests:
         out = args.output or (Path(args.input) if args.input else None)

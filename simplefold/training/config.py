@@ -45,7 +45,7 @@ class DataSection:
     rotation, t and noise. ``batch_per_device`` proteins are read per device and step.
     """
 
-    data_dir: str = "data/prepared"
+    data_dir: str = "out/prepared"
     train_split: str = "train"
     val_split: str = "dev"
     max_tokens: int = 256
