@@ -28,6 +28,10 @@ _LAZY = {
     "read_structure": "simplefold.structure",
     "write_structure": "simplefold.structure",
     "Structure": "simplefold.structure",
+    "StructureError": "simplefold.structure",
+    "read_structure_models": "simplefold.structure",
+    "structure_from_sequence": "simplefold.structure",
+    "parse_fasta": "simplefold.fasta",
 }
 _SUBMODULES = (
     "sampler", "flow", "losses", "structure", "features", "residues", "metrics", "fasta", "model", "esm",

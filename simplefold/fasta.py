@@ -87,7 +87,8 @@ def _decode(data: bytes, source: str) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise FastaError(source, line, None, f"not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+        reason = f"not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})"
+        raise FastaError(source, line, None, reason) from None
     return text.removeprefix("\ufeff")
 
 
@@ -133,7 +134,9 @@ def _finish_record(
         raise FastaError(
             source, header_line, name, f"{len(sequence)} residues exceeds the maximum of {MAX_SEQUENCE_LENGTH}"
         )
-    return FastaRecord(name=name, description=description, sequence=sequence, chains=chains, path=path, line=header_line)
+    return FastaRecord(
+        name=name, description=description, sequence=sequence, chains=chains, path=path, line=header_line
+    )
 
 
 def _parse_text(text: str, source: str, path: str | None) -> list[FastaRecord]:

@@ -263,7 +263,9 @@ class Structure:
             sl = slice(a0, a0 + c.num_atoms)
             mask = c.atom_mask if atom_mask is None else atom_mask[sl]
             # atoms that become present (a prediction) get full occupancy
-            occupancy = c.occupancy if atom_mask is None else np.where(mask, np.where(c.atom_mask, c.occupancy, 1.0), 0.0)
+            occupancy = c.occupancy
+            if atom_mask is not None:
+                occupancy = np.where(mask, np.where(c.atom_mask, c.occupancy, 1.0), 0.0)
             chains.append(
                 dataclasses.replace(
                     c,
@@ -914,8 +916,9 @@ def _to_atom_array(structure: Structure):
     arr.add_annotation("occupancy", float)
     arr.add_annotation("b_factor", float)
     if rows:
-        arr.occupancy = np.array([r[7] for r in rows], dtype=float)
-        arr.b_factor = np.array([r[8] for r in rows], dtype=float)
+        # two decimals, as in PDB files: float32 values would otherwise print as 34.03300094604492 in CIF
+        arr.occupancy = np.round(np.array([r[7] for r in rows], dtype=np.float64), 2)
+        arr.b_factor = np.round(np.array([r[8] for r in rows], dtype=np.float64), 2)
     return arr
 
 

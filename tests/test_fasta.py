@@ -102,7 +102,8 @@ BAD_INPUTS = [
     ("empty_file", "", 1, "(none)", r"empty file"),
     ("only_comments", "; nothing\n# here\n\n", 3, "(none)", r"empty file|no FASTA records"),
     ("no_header_text", "hello world\n", 1, "(none)", r"before the first '>' header"),
-    ("too_long", ">big\n" + "A" * (MAX_SEQUENCE_LENGTH + 1) + "\n", 1, "big", rf"exceeds the maximum of {MAX_SEQUENCE_LENGTH}"),
+    ("too_long", ">big\n" + "A" * (MAX_SEQUENCE_LENGTH + 1) + "\n", 1, "big",
+     rf"exceeds the maximum of {MAX_SEQUENCE_LENGTH}"),
     ("binary", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", 1, "(none)", r"binary file"),
     ("latin1", ">a\nACDE\n>caf\xe9\nAC\n".encode("latin-1"), 3, "(none)", r"not UTF-8"),
 ]

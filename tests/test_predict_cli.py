@@ -41,7 +41,7 @@ def model_dir(tmp_path_factory) -> Path:
     # give the adaLN-Zero parameters (zero at init) random values so the velocity is not 0
     state = nnx.state(net, nnx.Param)
     keys = iter(jax.random.split(jax.random.key(100), 1000))
-    state = jax.tree.map(lambda x: jax.random.normal(next(keys), x.shape, x.dtype) * 0.02 if not x.any() else x, state)
+    state = jax.tree.map(lambda x: jax.random.normal(next(keys), x.shape, x.dtype) * 0.002 if not x.any() else x, state)
     nnx.update(net, state)
     d = tmp_path_factory.mktemp("tiny_model")
     save_converted(net, d)

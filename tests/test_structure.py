@@ -117,7 +117,8 @@ def test_altloc_keeps_highest_occupancy_per_atom():
     for ln in lines:
         if ln[16] != " " and ln[17:20] != "HOH":
             key = (ln[21], int(ln[22:26]), ln[12:16].strip())
-            copies.setdefault(key, []).append((float(ln[54:60]), np.array([float(ln[30:38]), float(ln[38:46]), float(ln[46:54])])))
+            xyz = np.array([float(ln[30:38]), float(ln[38:46]), float(ln[46:54])])
+            copies.setdefault(key, []).append((float(ln[54:60]), xyz))
     later_wins = [k for k, v in copies.items() if len(v) > 1 and v[1][0] > v[0][0]]
     assert later_wins, "fixture should hold an atom whose second altloc has the higher occupancy"
     chain = read_structure(STRUCTURES / "1MSI.pdb.gz").chain("A")
@@ -271,8 +272,11 @@ def _bad_files(tmp: pathlib.Path) -> dict[str, tuple[pathlib.Path, str]]:
         "random.pdb": (rng.bytes(3000), "binary content"),
         "image.cif": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + rng.bytes(200), "binary content"),
         "words.pdb": (b"this is not a structure\n", "no ATOM/HETATM records"),
-        "cut.pdb": (("\n".join(atom_lines[:30] + [atom_lines[30][:40]]) + "\n").encode(), "truncated ATOM record at line 31"),
-        "badfloat.pdb": ((atom_lines[0][:46] + "  xx.yyy" + atom_lines[0][54:] + "\n").encode(), "cannot parse structure"),
+        "cut.pdb": (
+            ("\n".join(atom_lines[:30] + [atom_lines[30][:40]]) + "\n").encode(),
+            "truncated ATOM record at line 31",
+        ),
+        "badfloat.pdb": ((atom_lines[0][:46] + "  xx.yyy" + atom_lines[0][54:] + "\n").encode(), "cannot parse"),
         "water.pdb": (
             b"HETATM    1  O   HOH A   1      11.104  13.207  10.000  1.00  0.00           O\nEND\n",
             "no protein chain",
@@ -390,6 +394,8 @@ def test_round_trip(tmp_path, name, ext):
             assert gemmi.one_letter_code([r.name for r in gchain]) == chain.sequence
             xyz = np.array([[a.pos.x, a.pos.y, a.pos.z] for r in gchain for a in r if a.name != "OXT"])
             np.testing.assert_allclose(xyz, chain.coords[chain.atom_mask], atol=1e-3)
+            b_iso = np.array([a.b_iso for r in gchain for a in r if a.name != "OXT"])
+            np.testing.assert_allclose(b_iso, chain.b_factors[chain.atom_mask], atol=1e-2)
             assert [a.name for a in gchain[len(gchain) - 1]][-1] == "OXT"
 
 
@@ -486,7 +492,9 @@ STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".bcif")
 def sweep_structures(root: pathlib.Path) -> tuple[int, Counter, list[tuple[str, str]]]:
     """Read every structure file under ``root``: (number read, refusals by reason, crashes)."""
     read, refused, crashes = 0, Counter(), []
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.lower().removesuffix(".gz").endswith(STRUCTURE_SUFFIXES))
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and p.name.lower().removesuffix(".gz").endswith(STRUCTURE_SUFFIXES)
+    )
     for path in files:
         try:
             read_structure(path)
@@ -510,7 +518,8 @@ def test_sweep_shared_structures():
     if (root / "structures").is_dir():
         root = root / "structures"
     read, refused, crashes = sweep_structures(root)
-    print(f"\nstructure sweep of {root}: read {read}, refused {sum(refused.values())} {dict(refused)}, crashes {len(crashes)}")
+    n_refused = sum(refused.values())
+    print(f"\nstructure sweep of {root}: read {read}, refused {n_refused} {dict(refused)}, crashes {len(crashes)}")
     assert read + sum(refused.values()) > 0
     assert not crashes, crashes[:5]
 
