@@ -25,6 +25,8 @@ _LAZY = {
     "load_official_esm2": "simplefold.esm",
     "esm_features": "simplefold.esm",
     "fold": "simplefold.inference",
+    "load_model": "simplefold.inference",
+    "FoldResult": "simplefold.inference",
     "read_structure": "simplefold.structure",
     "write_structure": "simplefold.structure",
     "Structure": "simplefold.structure",
