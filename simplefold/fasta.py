@@ -13,6 +13,13 @@ and ``.``: these are prediction inputs, not alignments), ``*`` inside a sequence
 between ``:`` separators, duplicate record names (compared case-insensitively because the names
 become file names), an empty file or one without records, binary or non-UTF-8 content, and
 records longer than :data:`MAX_SEQUENCE_LENGTH` residues.
+
+Strict and lenient reading: :func:`parse_fasta` and :func:`read_sequences` raise the first error.
+:func:`iter_records` / :func:`iter_sequences` (and ``parse_fasta(..., errors="collect")``) go on
+after a bad record: they yield, in file order, each good :class:`FastaRecord` and, in place of each
+bad record, its :class:`FastaError` (line numbers are the file's lines; ``header_line`` and
+``description`` say which record it was). Problems of the whole file (unreadable, binary, not
+UTF-8, no records, sequence data before the first header) still raise.
 """
 
 from __future__ import annotations
@@ -20,11 +27,16 @@ from __future__ import annotations
 import os
 import pathlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal, NamedTuple, overload
 
 from simplefold import residues
 
-__all__ = ["FastaRecord", "FastaError", "parse_fasta", "read_sequences", "MAX_SEQUENCE_LENGTH", "FASTA_SUFFIXES"]
+__all__ = [
+    "FastaRecord", "FastaError", "parse_fasta", "read_sequences", "iter_records", "iter_sequences",
+    "MAX_SEQUENCE_LENGTH", "FASTA_SUFFIXES",
+]
 
 #: Longest record (residues over all chains) accepted; a guard against feeding a genome by mistake.
 MAX_SEQUENCE_LENGTH = 10_000
@@ -45,13 +57,31 @@ class FastaError(ValueError):
     """Bad FASTA input; the message is ``"<file>:<line>: record '<name>': <reason>"``.
 
     Attributes:
-      source: file path (or ``<string>``), line: 1-based line number, record: record name
-      (``"(none)"`` for file-level problems), reason: the reason alone.
+      source: file path (or ``<string>``), line: 1-based line number in the file, record: record
+      name (``"(none)"`` for file-level problems and for a header without a name), reason: the
+      reason alone.
+      header_line: 1-based line of the bad record's ``>`` header (None for file-level problems).
+      description: that header's text without ``>`` (``""`` for file-level problems).
     """
 
-    def __init__(self, source: str, line: int, record: str | None, reason: str):
+    def __init__(
+        self, source: str, line: int, record: str | None, reason: str, *,
+        header_line: int | None = None, description: str = "",
+    ):
         self.source, self.line, self.record, self.reason = source, line, record or _NO_RECORD, reason
+        self.header_line, self.description = header_line, description
         super().__init__(f"{source}:{line}: record '{self.record}': {reason}")
+
+
+class _Header(NamedTuple):
+    """The record being read: sanitised name ("" if none), header text without ``>``, 1-based line."""
+
+    name: str
+    description: str
+    line: int
+
+    def error(self, source: str, line: int, reason: str) -> FastaError:
+        return FastaError(source, line, self.name, reason, header_line=self.line, description=self.description)
 
 
 @dataclass(frozen=True)
@@ -92,7 +122,7 @@ def _decode(data: bytes, source: str) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _parse_sequence_line(raw: str, source: str, lineno: int, name: str) -> str:
+def _parse_sequence_line(raw: str, source: str, lineno: int, header: _Header) -> str:
     seq = "".join(raw.split()).upper()
     for col, ch in enumerate(seq, 1):
         if ch in _VALID_LETTERS or ch in "*:":
@@ -103,16 +133,14 @@ def _parse_sequence_line(raw: str, source: str, lineno: int, name: str) -> str:
             reason = f"digit {ch!r} at column {col} (numbered sequence format?)"
         else:
             reason = f"invalid character {ch!r} at column {col}"
-        raise FastaError(source, lineno, name, reason)
+        raise header.error(source, lineno, reason)
     return seq
 
 
-def _finish_record(
-    name: str, description: str, header_line: int, parts: list[tuple[int, str]], source: str, path: str | None
-) -> FastaRecord:
+def _finish_record(header: _Header, parts: list[tuple[int, str]], source: str, path: str | None) -> FastaRecord:
     """Validate the sequence lines of one record (``parts`` = (line, cleaned text))."""
     if not any(text for _, text in parts):
-        raise FastaError(source, header_line, name, "empty record (no sequence lines)")
+        raise header.error(source, header.line, "empty record (no sequence lines)")
     joined = "".join(text for _, text in parts)
     # a '*' may only close a chain: find the line of any '*' followed by a residue of the same chain
     pos = 0
@@ -122,80 +150,102 @@ def _finish_record(
                 following = joined[pos + k + 1 :]
                 nxt = following[:1]
                 if nxt and nxt not in ":*":
-                    raise FastaError(source, lineno, name, "'*' inside the sequence (only allowed at the end)")
+                    raise header.error(source, lineno, "'*' inside the sequence (only allowed at the end)")
                 if nxt == "*":
-                    raise FastaError(source, lineno, name, "repeated '*'")
+                    raise header.error(source, lineno, "repeated '*'")
         pos += len(text)
     chains = tuple(c.rstrip("*") for c in joined.split(":"))
     if any(not c for c in chains):
-        raise FastaError(source, header_line, name, f"empty chain in {joined[:60]!r} (stray ':' separator)")
+        raise header.error(source, header.line, f"empty chain in {joined[:60]!r} (stray ':' separator)")
     sequence = "".join(chains)
     if len(sequence) > MAX_SEQUENCE_LENGTH:
-        raise FastaError(
-            source, header_line, name, f"{len(sequence)} residues exceeds the maximum of {MAX_SEQUENCE_LENGTH}"
+        raise header.error(
+            source, header.line, f"{len(sequence)} residues exceeds the maximum of {MAX_SEQUENCE_LENGTH}"
         )
     return FastaRecord(
-        name=name, description=description, sequence=sequence, chains=chains, path=path, line=header_line
+        name=header.name, description=header.description, sequence=sequence, chains=chains, path=path,
+        line=header.line,
     )
 
 
-def _parse_text(text: str, source: str, path: str | None) -> list[FastaRecord]:
-    records: list[FastaRecord] = []
+def _finished(header: _Header | None, parts: list[tuple[int, str]], source: str, path: str | None):
+    """The record (or its error) of a completely read header, or None when there is nothing to yield."""
+    if header is None:
+        return None
+    try:
+        return _finish_record(header, parts, source, path)
+    except FastaError as exc:
+        return exc
+
+
+def _iter_text(text: str, source: str, path: str | None) -> Iterator[FastaRecord | FastaError]:
+    """Records and record-level errors of FASTA text in file order; raises file-level errors.
+
+    After a record-level error the rest of that record's lines are skipped, so each record yields
+    exactly one item. A record whose name repeats an earlier one (case-insensitively) is an error
+    even when the earlier record was bad, as in strict reading.
+    """
     seen: dict[str, int] = {}
-    current: tuple[str, str, int] | None = None  # (name, description, header line)
+    current: _Header | None = None  # the record being read; None once it has been reported bad
     parts: list[tuple[int, str]] = []
+    any_header = False
     lineno = 0
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith(_COMMENT_PREFIXES):
             continue
         if line.startswith(">"):
-            if current is not None:
-                records.append(_finish_record(*current, parts, source, path))
+            item = _finished(current, parts, source, path)
+            if item is not None:
+                yield item
+            any_header = True
             description = line[1:].strip()
             words = description.split()
-            name = sanitize_name(words[0]) if words else ""
-            if not name:
-                raise FastaError(source, lineno, None, f"empty record name in header {line[:60]!r}")
-            key = name.lower()
-            if key in seen:
-                raise FastaError(source, lineno, name, f"duplicate record name (first at line {seen[key]})")
-            seen[key] = lineno
-            current, parts = (name, description, lineno), []
+            current, parts = _Header(sanitize_name(words[0]) if words else "", description, lineno), []
+            key = current.name.lower()
+            if not current.name:
+                yield current.error(source, lineno, f"empty record name in header {line[:60]!r}")
+                current = None
+            elif key in seen:
+                yield current.error(source, lineno, f"duplicate record name (first at line {seen[key]})")
+                current = None
+            else:
+                seen[key] = lineno
             continue
-        if current is None:
+        if not any_header:
             raise FastaError(source, lineno, None, "sequence data before the first '>' header")
-        parts.append((lineno, _parse_sequence_line(line, source, lineno, current[0])))
-    if current is not None:
-        records.append(_finish_record(*current, parts, source, path))
-    if not records:
+        if current is None:
+            continue  # rest of a bad record
+        try:
+            parts.append((lineno, _parse_sequence_line(line, source, lineno, current)))
+        except FastaError as exc:
+            yield exc
+            current = None
+    item = _finished(current, parts, source, path)
+    if item is not None:
+        yield item
+    if not any_header:
         reason = "empty file" if not text.strip() else "no FASTA records (no line starts with '>')"
         raise FastaError(source, max(lineno, 1), None, reason)
+
+
+def _parse_text(text: str, source: str, path: str | None) -> list[FastaRecord]:
+    """Strict: the records, or the first error raised."""
+    records = []
+    for item in _iter_text(text, source, path):
+        if isinstance(item, FastaError):
+            raise item
+        records.append(item)
     return records
 
 
-def parse_fasta(path_or_text: str | os.PathLike, *, source_name: str | None = None) -> list[FastaRecord]:
-    """Parse FASTA from a file path or from FASTA text.
-
-    A ``pathlib.Path`` (or a string that names an existing file and holds no newline) is read as a
-    file; any other string is parsed as FASTA text.
-
-    Args:
-      path_or_text: file path or FASTA text.
-      source_name: name used in error messages for text input (default ``<string>``).
-
-    Returns:
-      The records in file order.
-
-    Raises:
-      FastaError: any problem listed in the module docstring, or an unreadable file.
-    """
+def _source_text(path_or_text: str | os.PathLike, source_name: str | None) -> tuple[str, str, str | None]:
+    """(text, source name for messages, file path or None) of a path or of FASTA text."""
     is_path = isinstance(path_or_text, os.PathLike) or (
         "\n" not in path_or_text and not path_or_text.lstrip().startswith(">") and os.path.isfile(path_or_text)
     )
     if not is_path:
-        text = str(path_or_text)
-        return _parse_text(text.removeprefix("\ufeff"), source_name or "<string>", None)
+        return str(path_or_text).removeprefix("\ufeff"), source_name or "<string>", None
     path = pathlib.Path(path_or_text)
     source = source_name or str(path)
     try:
@@ -206,12 +256,120 @@ def parse_fasta(path_or_text: str | os.PathLike, *, source_name: str | None = No
         raise FastaError(source, 1, None, "is a directory (use read_sequences for a folder)") from None
     except OSError as e:
         raise FastaError(source, 1, None, f"cannot read file ({e.strerror or e})") from None
-    return _parse_text(_decode(data, source), source, str(path))
+    return _decode(data, source), source, str(path)
+
+
+def iter_records(
+    path_or_text: str | os.PathLike, *, source_name: str | None = None
+) -> Iterator[FastaRecord | FastaError]:
+    """Lenient :func:`parse_fasta`: every record of a file or text, a bad one as its error.
+
+    Yields, in file order, a :class:`FastaRecord` for each good record and, for each bad one (bad
+    letters, no residues, empty name, duplicate name, ...), the :class:`FastaError` strict reading
+    would raise for it: ``line`` is the offending line of the file, ``header_line`` the line of the
+    record's header, ``description`` its header text, ``record`` its name (``"(none)"`` for an
+    empty header name).
+
+    Raises:
+      FastaError: file-level problems (unreadable, binary, not UTF-8, empty, no records, sequence
+        data before the first header); raised when the iterator reaches them.
+    """
+    text, source, path = _source_text(path_or_text, source_name)
+    yield from _iter_text(text, source, path)
+
+
+@overload
+def parse_fasta(
+    path_or_text: str | os.PathLike, *, source_name: str | None = None, errors: Literal["raise"] = "raise"
+) -> list[FastaRecord]: ...
+
+
+@overload
+def parse_fasta(
+    path_or_text: str | os.PathLike, *, source_name: str | None = None, errors: Literal["collect"]
+) -> tuple[list[FastaRecord], list[FastaError]]: ...
+
+
+def parse_fasta(path_or_text, *, source_name=None, errors="raise"):
+    """Parse FASTA from a file path or from FASTA text.
+
+    A ``pathlib.Path`` (or a string that names an existing file and holds no newline) is read as a
+    file; any other string is parsed as FASTA text.
+
+    Args:
+      path_or_text: file path or FASTA text.
+      source_name: name used in error messages for text input (default ``<string>``).
+      errors: ``"raise"`` (the first bad record raises) or ``"collect"`` (bad records are skipped
+        and returned as errors; see :func:`iter_records`).
+
+    Returns:
+      ``"raise"``: the records in file order. ``"collect"``: ``(records, errors)``, each in file
+      order, ``errors`` holding one :class:`FastaError` per bad record.
+
+    Raises:
+      FastaError: any problem listed in the module docstring, or an unreadable file (with
+        ``"collect"``, only the file-level ones).
+    """
+    if errors not in ("raise", "collect"):
+        raise ValueError(f"errors must be 'raise' or 'collect', got {errors!r}")
+    text, source, path = _source_text(path_or_text, source_name)
+    if errors == "raise":
+        return _parse_text(text, source, path)
+    records: list[FastaRecord] = []
+    bad: list[FastaError] = []
+    for item in _iter_text(text, source, path):
+        (bad if isinstance(item, FastaError) else records).append(item)
+    return records, bad
 
 
 def _looks_like_sequence(text: str) -> bool:
     body = "".join(text.split()).upper()
     return bool(body) and all(ch in _VALID_LETTERS or ch in "*:" for ch in body)
+
+
+def _is_bare_sequence(inp: str | os.PathLike) -> bool:
+    text = os.fspath(inp)
+    return (
+        not isinstance(inp, os.PathLike) and "\n" not in text and not pathlib.Path(text).exists()
+        and _looks_like_sequence(text)
+    )
+
+
+def _bare_sequence_text(inp: str | os.PathLike) -> str:
+    return f">{BARE_SEQUENCE_NAME}\n{os.fspath(inp)}\n"
+
+
+def _folder_files(folder: pathlib.Path) -> list[pathlib.Path]:
+    """FASTA files under ``folder`` (recursive, sorted by path); raises if there are none."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in FASTA_SUFFIXES)
+    if not files:
+        raise FastaError(str(folder), 1, None, f"no FASTA files ({', '.join(FASTA_SUFFIXES)}) in this folder")
+    return files
+
+
+def _cross_file_duplicate(
+    rec: FastaRecord, file: pathlib.Path, first_seen: dict[str, FastaRecord]
+) -> FastaError | None:
+    """The error of a record whose name an earlier file of the folder already used (else None)."""
+    prev = first_seen.setdefault(rec.name.lower(), rec)
+    if prev is rec:
+        return None
+    return FastaError(
+        str(file), rec.line, rec.name, f"duplicate record name (also in {prev.path}:{prev.line})",
+        header_line=rec.line, description=rec.description,
+    )
+
+
+def _missing_path_error(inp: str | os.PathLike) -> FastaError:
+    text = os.fspath(inp)
+    if isinstance(inp, os.PathLike):
+        return FastaError(text, 1, None, "file not found")
+    return FastaError(text, 1, None, "no such file, and not a valid protein sequence")
+
+
+def _is_fasta_text(inp: str | os.PathLike) -> bool:
+    text = os.fspath(inp)
+    return not isinstance(inp, os.PathLike) and ("\n" in text or text.lstrip().startswith(">"))
 
 
 def read_sequences(inp: str | os.PathLike) -> list[FastaRecord]:
@@ -225,32 +383,49 @@ def read_sequences(inp: str | os.PathLike) -> list[FastaRecord]:
     Raises:
       FastaError: bad FASTA, a missing path, a folder without FASTA files, or duplicate names.
     """
-    text = os.fspath(inp)
-    path = pathlib.Path(text)
-    if not isinstance(inp, os.PathLike) and "\n" not in text and not path.exists() and _looks_like_sequence(text):
-        return _parse_text(f">{BARE_SEQUENCE_NAME}\n{text}\n", "<sequence>", None)
+    path = pathlib.Path(os.fspath(inp))
+    if _is_bare_sequence(inp):
+        return _parse_text(_bare_sequence_text(inp), "<sequence>", None)
     if path.is_dir():
-        files = sorted(
-            p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FASTA_SUFFIXES
-        )
-        if not files:
-            raise FastaError(str(path), 1, None, f"no FASTA files ({', '.join(FASTA_SUFFIXES)}) in this folder")
         records: list[FastaRecord] = []
         first_seen: dict[str, FastaRecord] = {}
-        for f in files:
-            for rec in parse_fasta(f):
-                prev = first_seen.get(rec.name.lower())
-                if prev is not None:
-                    raise FastaError(
-                        str(f), rec.line, rec.name, f"duplicate record name (also in {prev.path}:{prev.line})"
-                    )
-                first_seen[rec.name.lower()] = rec
+        for f in _folder_files(path):
+            for rec in parse_fasta(f):  # a bad file raises before its names are compared
+                dup = _cross_file_duplicate(rec, f, first_seen)
+                if dup is not None:
+                    raise dup
                 records.append(rec)
         return records
     if not path.exists():
-        if isinstance(inp, os.PathLike):
-            raise FastaError(text, 1, None, "file not found")
-        if "\n" in text or text.lstrip().startswith(">"):
-            return parse_fasta(text)
-        raise FastaError(text, 1, None, "no such file, and not a valid protein sequence")
+        if _is_fasta_text(inp):
+            return parse_fasta(os.fspath(inp))
+        raise _missing_path_error(inp)
     return parse_fasta(path)
+
+
+def iter_sequences(inp: str | os.PathLike) -> Iterator[FastaRecord | FastaError]:
+    """Lenient :func:`read_sequences`: the same inputs, each bad record yielded as its error.
+
+    Items come in the order of :func:`read_sequences` (files sorted by path, records in file
+    order); a record reusing the name of one in an earlier file of a folder is yielded as a
+    ``duplicate record name`` error. See :func:`iter_records` for the errors.
+
+    Raises:
+      FastaError: file-level problems (a missing path, a folder without FASTA files, an
+        unreadable, binary or empty file, ...), when the iterator reaches them.
+    """
+    path = pathlib.Path(os.fspath(inp))
+    if _is_bare_sequence(inp):
+        yield from _iter_text(_bare_sequence_text(inp), "<sequence>", None)
+    elif path.is_dir():
+        first_seen: dict[str, FastaRecord] = {}
+        for f in _folder_files(path):
+            for item in iter_records(f):
+                dup = None if isinstance(item, FastaError) else _cross_file_duplicate(item, f, first_seen)
+                yield dup if dup is not None else item
+    elif path.exists():
+        yield from iter_records(path)
+    elif _is_fasta_text(inp):
+        yield from iter_records(os.fspath(inp))
+    else:
+        raise _missing_path_error(inp)

@@ -7,7 +7,15 @@ import re
 
 import pytest
 
-from simplefold.fasta import MAX_SEQUENCE_LENGTH, FastaError, FastaRecord, parse_fasta, read_sequences
+from simplefold.fasta import (
+    MAX_SEQUENCE_LENGTH,
+    FastaError,
+    FastaRecord,
+    iter_records,
+    iter_sequences,
+    parse_fasta,
+    read_sequences,
+)
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "data" / "examples"
 
@@ -161,3 +169,113 @@ def test_names_are_sanitised_for_file_names():
     recs = parse_fasta(">../../etc/passwd x\nAC\n>tr|A0A|B_C/1-20\nDE\n>.hidden\nFG\n")
     assert [r.name for r in recs] == ["_.._etc_passwd", "tr_A0A_B_C_1-20", "hidden"]
     assert all("/" not in r.name and not r.name.startswith(".") for r in recs)
+
+
+# a multi-record file with bad records in the middle: (line, content), 1-based file lines
+LENIENT_FILE = [
+    "; comment",  # 1
+    ">good1 first record",  # 2
+    "MKTAY",  # 3
+    ">bad digit",  # 4
+    "MKT",  # 5
+    "AC1DE",  # 6
+    "ACDEF",  # 7 (rest of the bad record: skipped, no second error)
+    ">empty",  # 8
+    "",  # 9
+    ">good2",  # 10
+    "ACDE",  # 11
+    "FG*",  # 12
+    ">GOOD1 again",  # 13
+    "AC",  # 14
+    ">   ",  # 15
+    "ACD",  # 16
+    ">star",  # 17
+    "AC*D",  # 18
+    ">last",  # 19
+    "MK",  # 20
+]
+
+
+def test_iter_records_yields_good_records_and_errors_with_file_lines(tmp_path):
+    path = _write(tmp_path, "mixed.fasta", "\n".join(LENIENT_FILE) + "\n")
+    items = list(iter_records(path))
+    kinds = [(type(x).__name__, x.name if isinstance(x, FastaRecord) else x.record) for x in items]
+    assert kinds == [
+        ("FastaRecord", "good1"), ("FastaError", "bad"), ("FastaError", "empty"), ("FastaRecord", "good2"),
+        ("FastaError", "GOOD1"), ("FastaError", "(none)"), ("FastaError", "star"), ("FastaRecord", "last"),
+    ]
+    good1, bad, empty, good2, dup, noname, star, last = items
+    assert (good1.line, good2.line, last.line) == (2, 10, 19)
+    assert good2.sequence == "ACDEFG" and good1.description == "good1 first record"
+    # (error line, header line, reason) are the file's lines
+    expected = [
+        (bad, 6, 4, r"digit '1' at column 3"),
+        (empty, 8, 8, r"empty record"),
+        (dup, 13, 13, r"duplicate record name \(first at line 2\)"),
+        (noname, 15, 15, r"empty record name"),
+        (star, 18, 17, r"'\*' inside the sequence"),
+    ]
+    for err, line, header_line, reason in expected:
+        assert (err.source, err.line, err.header_line) == (str(path), line, header_line)
+        assert str(err).startswith(f"{path}:{line}: record '{err.record}': ") and re.search(reason, str(err))
+        assert err.description == LENIENT_FILE[header_line - 1][1:].strip()
+    assert LENIENT_FILE[bad.line - 1] == "AC1DE" and LENIENT_FILE[star.line - 1] == "AC*D"
+    # the strict reader raises exactly the first of these errors
+    with pytest.raises(FastaError) as info:
+        parse_fasta(path)
+    assert str(info.value) == str(bad)
+
+
+def test_parse_fasta_collect_mode(tmp_path):
+    path = _write(tmp_path, "mixed.fasta", "\n".join(LENIENT_FILE) + "\n")
+    records, errors = parse_fasta(path, errors="collect")
+    assert [r.name for r in records] == ["good1", "good2", "last"]
+    assert [(e.record, e.line) for e in errors] == [("bad", 6), ("empty", 8), ("GOOD1", 13), ("(none)", 15),
+                                                    ("star", 18)]
+    # text input: the same lines, source named as asked
+    t_records, t_errors = parse_fasta("\n".join(LENIENT_FILE), source_name="q.fa", errors="collect")
+    assert [r.name for r in t_records] == ["good1", "good2", "last"] and t_records[0].path is None
+    assert [str(e) for e in t_errors] == [str(e).replace(str(path), "q.fa", 1) for e in errors]
+    # a clean file: no errors, the same records as strict reading
+    clean = _write(tmp_path, "clean.fasta", ">a\nAC\n>b\nDE\n")
+    assert parse_fasta(clean, errors="collect") == (parse_fasta(clean), [])
+    with pytest.raises(ValueError, match="errors must be"):
+        parse_fasta(clean, errors="ignore")
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", r"empty file"),
+    (b"ACDE\n>a\nAC\n", r"before the first '>' header"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", r"binary file"),
+    (b">a\nAC\n>caf\xe9\nAC\n", r"not UTF-8"),
+])
+def test_file_level_problems_still_raise_in_lenient_mode(tmp_path, content, reason):
+    path = _write(tmp_path, "f.fasta", content)
+    with pytest.raises(FastaError, match=reason) as info:
+        parse_fasta(path, errors="collect")
+    assert info.value.record == "(none)" and info.value.header_line is None
+    with pytest.raises(FastaError, match=reason):
+        list(iter_sequences(path))
+
+
+def test_iter_sequences_folder_bare_and_missing(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _write(folder, "a.fasta", ">x\nACD\n>bad\nA1\n")
+    _write(folder, "b.fasta", ">y\nACD\n>X\nEF\n>z\nGH\n")
+    items = list(iter_sequences(folder))
+    assert [(type(i).__name__, getattr(i, "name", None) or i.record) for i in items] == [
+        ("FastaRecord", "x"), ("FastaError", "bad"), ("FastaRecord", "y"), ("FastaError", "X"), ("FastaRecord", "z"),
+    ]
+    dup = items[3]
+    assert str(dup).startswith(f"{folder / 'b.fasta'}:3: record 'X': duplicate record name (also in ")
+    assert f"{folder / 'a.fasta'}:1" in str(dup) and dup.header_line == 3
+    assert items[1].line == 4 and items[1].source == str(folder / "a.fasta")
+    # the same inputs as read_sequences
+    (bare,) = iter_sequences("acde")
+    assert bare.name == "sequence" and bare.sequence == "ACDE"
+    with pytest.raises(FastaError, match="no such file"):
+        list(iter_sequences(str(tmp_path / "missing.fasta")))
+    (tmp_path / "none").mkdir()
+    with pytest.raises(FastaError, match="no FASTA files"):
+        list(iter_sequences(tmp_path / "none"))

@@ -50,7 +50,7 @@ def tiny():
 
     net = random_tiny(0)
     head = PLDDTHead(PLDDTConfig.tiny(), rngs=nnx.Rngs(1))
-    return I.FoldingModel(network=net, config=net.config, name="tiny", plddt_head=head)
+    return I.LoadedModel(network=net, config=net.config, name="tiny", plddt_head=head)
 
 
 def _coords(result):
@@ -88,7 +88,7 @@ def test_sample_identical_alone_in_chunk_and_other_bucket(tiny):
     reseeded = I.Folder(tiny, dataclasses.replace(opts4, seed=8)).fold_target(I.Target("a", SEQ_A))
     assert np.abs(_coords(reseeded) - c).max() > 1.0
     # ... and so does the network (its velocity is not trivially zero)
-    other_net = I.FoldingModel(network=random_tiny(1), config=tiny.config, name="tiny1")
+    other_net = I.LoadedModel(network=random_tiny(1), config=tiny.config, name="tiny1")
     assert np.abs(_coords(I.Folder(other_net, opts4).fold_target(I.Target("a", SEQ_A))) - c).max() > 10 * tol
 
 
@@ -157,6 +157,19 @@ def test_read_targets_keeps_good_records_of_a_bad_file(tmp_path):
         I.check_target(ts[5])
     with pytest.raises(I.TargetError, match="digit"):
         I.check_target(ts[1])
+
+
+def test_read_targets_folder_unnamed_record_and_cross_file_duplicate(tmp_path):
+    a, b = tmp_path / "a.fasta", tmp_path / "b.fasta"
+    a.write_text(f">x\n{SEQ_A}\n>\nMKT\n")
+    b.write_text(f">y\n{SEQ_B}\n>X dup\nGG\n")
+    ts = I.read_targets(tmp_path)
+    assert [t.name for t in ts] == ["x", "a_line3", "y", "X"]
+    assert [t.error is None for t in ts] == [True, False, True, False]
+    assert ts[1].error.startswith(f"{a}:3: record 'a_line3': empty record name") and ts[1].source == f"{a}:3"
+    assert ts[2].source == f"{b}:1" and ts[2].sequence == SEQ_B
+    assert ts[3].error.startswith(f"{b}:3: record 'X': duplicate record name (also in {a}:1)")
+    assert ts[3].description == "X dup" and ts[3].source == f"{b}:3"
 
 
 def test_parameter_count_matches_official_sizes():
@@ -233,7 +246,7 @@ def test_samples_sharded_over_two_devices_match_one_device(tmp_path):
         st = nnx.state(net, nnx.Param)
         st = jax.tree.map(lambda x: x if x.any() else 0.002 * jax.random.normal(jax.random.key(1), x.shape, x.dtype), st)
         nnx.update(net, st)
-        m = I.FoldingModel(network=net, config=cfg, name="tiny")
+        m = I.LoadedModel(network=net, config=cfg, name="tiny")
         opts = I.FoldOptions(num_samples=3, seed=7, num_steps={STEPS}, plddt=False)
         two = I.Folder(m, opts)
         assert two.mesh is not None
@@ -260,7 +273,7 @@ def test_esm_conditioned_model_uses_esm_features(tmp_path):
 
     encoder = load_official_esm2(PARITY / "esm2_t2_d64.pt")
     net = random_tiny(0, condition="esm", esm_dim=64, esm_num_layers=3)
-    model = I.FoldingModel(network=net, config=net.config, name="tiny_esm", esm=encoder, esm_cache=tmp_path / "cache")
+    model = I.LoadedModel(network=net, config=net.config, name="tiny_esm", esm=encoder, esm_cache=tmp_path / "cache")
     opts = I.FoldOptions(num_samples=1, seed=1, num_steps=STEPS, plddt=False)
     res = I.Folder(model, opts).fold_target(I.Target("a", SEQ_B))
     assert res.samples[0].structure.sequences == (SEQ_B,)

@@ -17,7 +17,7 @@ import logging
 import sys
 
 # Order shown in --help.
-SUBCOMMANDS = ("predict", "evaluate", "analyze", "weights", "prepare-data", "train")
+SUBCOMMANDS = ("predict", "evaluate", "analyze", "weights", "prepare-data", "train", "train-plddt")
 
 
 def _module_name(command: str) -> str:

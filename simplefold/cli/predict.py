@@ -31,7 +31,8 @@ logger = logging.getLogger("simplefold.predict")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from simplefold.inference import DEFAULT_MODEL, DEFAULT_NUM_SAMPLES, DEFAULT_SEED
+    from simplefold.fold_options import DEFAULT_NUM_SAMPLES, DEFAULT_SEED
+    from simplefold.model_loading import DEFAULT_MODEL
 
     parser.add_argument("input", nargs="?", help="FASTA file, directory of FASTA files, or an amino-acid sequence")
     parser.add_argument("-o", "--output", type=Path, help="output directory")
@@ -86,13 +87,15 @@ def _apply_config(args: argparse.Namespace) -> None:
         if getattr(args, dest) == defaults[dest]:
             setattr(args, dest, Path(value) if dest == "output" and value is not None else value)
 
+
 def _read_targets(source: str):
     """Targets of INPUT (FASTA file, directory of FASTA files, or a bare sequence)."""
-    from simplefold import fasta, inference
+    from simplefold import fasta
     from simplefold.cli import CLIError
+    from simplefold.targets import read_targets
 
     try:
-        targets = inference.read_targets(source)
+        targets = read_targets(source)
     except fasta.FastaError as exc:
         raise CLIError(str(exc)) from None
     except OSError as exc:
@@ -112,8 +115,10 @@ def _print_report(report, out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simplefold import inference, outputs
+    from simplefold import outputs, planning, predict_run
     from simplefold.cli import CLIError
+    from simplefold.fold_options import FoldOptions
+    from simplefold.model_loading import ModelNotFoundError
 
     if args.config is not None:
         _apply_config(args)
@@ -125,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         if not out.is_dir():
             raise CLIError(f"{out}: no such output directory")
         targets = _read_targets(args.input) if args.input and args.output else None
-        report = inference.merge_report(out, targets)
+        report = predict_run.merge_report(out, targets)
         _print_report(report, out)
         return 0 if report.success else 1
 
@@ -140,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CLIError(str(exc)) from None
     try:
-        options = inference.FoldOptions(
+        options = FoldOptions(
             num_samples=args.num_samples, seed=args.seed, num_steps=args.steps, tau=args.tau, plddt=args.plddt,
             batch_size=args.batch_size, max_memory_gb=args.max_memory_gb,
         )
@@ -155,18 +160,18 @@ def run(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         try:
-            plans = inference.plan(targets_here, args.model, options)
-        except inference.ModelNotFoundError as exc:
+            plans = planning.plan(targets_here, args.model, options)
+        except ModelNotFoundError as exc:
             raise CLIError(str(exc)) from None
-        print(inference.format_plan(plans))
+        print(planning.format_plan(plans))
         return 0
 
     try:
-        report = inference.predict_to_directory(
+        report = predict_run.predict_to_directory(
             targets, args.output, args.model, options, fmt=args.format, shard=shard,
             progress=not (args.no_progress or args.quiet), offline=args.offline,
         )
-    except inference.ModelNotFoundError as exc:
+    except ModelNotFoundError as exc:
         raise CLIError(str(exc)) from None
     except Exception as exc:
         from simplefold import weights

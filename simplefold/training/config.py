@@ -63,6 +63,9 @@ class DataSection:
     prefetch: int = 4
     #: Translation (Å) of the loader's rotation augmentation (official featurizer: N(0, 1 Å)).
     augment_translation_angstrom: float = 1.0
+    #: Random rotation + translation of the ground truth (loader and train step), as the official
+    #: recipe does. ``false`` only for debugging/over-fitting runs (the structure keeps its frame).
+    augment: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +91,9 @@ class LossSection:
     lddt_cutoff: float = 15.0
     lddt_time_schedule: bool = False
     rigid_align: bool = True
+    #: Distribution of the training time t: "official" (0.98·sigmoid(N(0.8, 1.7²)) + 0.02·U(0, 1),
+    #: biased to the data end) or "uniform" (U(0, 1)).
+    time_sampling: str = "official"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -334,7 +334,15 @@ def prepare_dataset(
     from tqdm import tqdm
 
     workers = workers or os.cpu_count() or 1
-    with open(out / MANIFEST, "a") as manifest:
+    manifest_path = out / MANIFEST
+    if manifest_path.exists() and manifest_path.stat().st_size:
+        with open(manifest_path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            torn = fh.read(1) != b"\n"
+        if torn:  # a crash mid-line: terminate it so the next entry starts on its own line
+            with open(manifest_path, "a") as fh:
+                fh.write("\n")
+    with open(manifest_path, "a") as manifest:
         for f in not_listed:
             entry = {"file": str(f), "status": "no_records", "reason": "file not in split", "records": [], "skipped": []}
             manifest.write(json.dumps(entry) + "\n")

@@ -111,7 +111,7 @@ class ExampleBuilder:
     def __call__(self, g: int) -> dict[str, np.ndarray]:
         record = self.record_for(g)
         rng = np.random.default_rng([self.data.shuffle_seed, 1, int(g)])
-        return build_example(self.data_dir, record, self.data, rng, condition=self.condition)
+        return build_example(self.data_dir, record, self.data, rng, condition=self.condition, augment=self.data.augment)
 
 
 @functools.lru_cache(maxsize=4)

@@ -274,7 +274,9 @@ def train(
             logger.warning("no %r records for validation; validation disabled", config.data.val_split)
 
     train_step = jax.jit(
-        step_lib.make_train_step(graphdef, tx, config.optim, config.loss, config.data.multiplicity),
+        step_lib.make_train_step(
+            graphdef, tx, config.optim, config.loss, config.data.multiplicity, augment=config.data.augment
+        ),
         in_shardings=(shardings, sharding.batch_sharding(mesh)),
         out_shardings=(shardings, sharding.replicated(mesh)),
         donate_argnums=(0,),

@@ -38,15 +38,30 @@ def loss_config(loss: LossSection) -> losses.LossConfig:
     )
 
 
-def _protein_loss(params, model_state, feats, key, *, graphdef, multiplicity, cfg):
+TIME_SAMPLINGS = ("official", "uniform")
+
+
+def sample_train_time(key: jax.Array, shape: tuple[int, ...], method: str) -> jax.Array:
+    """Training t of ``shape``: ``official`` (:func:`flow.sample_time`) or ``uniform`` U(0, 1)."""
+    if method == "official":
+        return flow.sample_time(key, shape)
+    if method == "uniform":
+        return jax.random.uniform(key, shape, jnp.float32)
+    raise ValueError(f"loss.time_sampling must be one of {', '.join(TIME_SAMPLINGS)}, got {method!r}")
+
+
+def _protein_loss(params, model_state, feats, key, *, graphdef, multiplicity, cfg, augment, time_sampling):
     """Loss of one protein (unbatched feats) with ``multiplicity`` copies; returns (loss, aux)."""
     model = nnx.merge(graphdef, params, model_state)
     k_aug, k_t, k_noise = jax.random.split(key, 3)
     x = jnp.broadcast_to(feats["coords"][None], (multiplicity,) + feats["coords"].shape)
     pad = jnp.broadcast_to(feats["atom_pad_mask"][None], x.shape[:2])
     resolved = jnp.broadcast_to(feats["atom_resolved_mask"][None], x.shape[:2])
-    x1 = flow.center_random_augmentation(k_aug, x, pad, s_trans=1.0)
-    t = flow.sample_time(k_t, (multiplicity,))
+    if augment:
+        x1 = flow.center_random_augmentation(k_aug, x, pad, s_trans=1.0)
+    else:
+        x1 = flow.center(x, pad)
+    t = sample_train_time(k_t, (multiplicity,), time_sampling)
     x0 = jax.random.normal(k_noise, x1.shape, jnp.float32)
     x_t = flow.interpolate(x0, x1, t)
     net_feats = {k: v[None] for k, v in feats.items() if k not in _TARGET_KEYS}
@@ -61,6 +76,8 @@ def make_train_step(
     optim: OptimSection,
     loss: LossSection,
     multiplicity: int,
+    *,
+    augment: bool = True,
 ):
     """Build the (un-jitted) pure step function ``(state, batch) -> (state, metrics)``.
 
@@ -69,13 +86,18 @@ def make_train_step(
     (before clipping), ``lr``.
     """
     cfg = loss_config(loss)
+    if loss.time_sampling not in TIME_SAMPLINGS:
+        raise ValueError(f"loss.time_sampling must be one of {', '.join(TIME_SAMPLINGS)}, got {loss.time_sampling!r}")
     schedule = optax.linear_schedule(optim.min_lr, optim.lr, optim.warmup_steps) if optim.warmup_steps > 0 else None
 
     def loss_fn(params, model_state, batch, key):
         n_prot = batch["coords"].shape[0]
         keys = jax.random.split(key, n_prot)
         per = jax.vmap(
-            functools.partial(_protein_loss, graphdef=graphdef, multiplicity=multiplicity, cfg=cfg),
+            functools.partial(
+                _protein_loss, graphdef=graphdef, multiplicity=multiplicity, cfg=cfg, augment=augment,
+                time_sampling=loss.time_sampling,
+            ),
             in_axes=(None, None, 0, 0),
         )(params, model_state, batch, keys)
         losses_p, aux = per
