@@ -17,7 +17,9 @@ import logging
 import sys
 
 # Order shown in --help.
-SUBCOMMANDS = ("predict", "evaluate", "analyze", "weights", "prepare-data", "train", "train-plddt")
+SUBCOMMANDS = (
+    "predict", "evaluate", "analyze", "weights", "prepare-data", "eval-set", "train", "train-plddt", "export",
+)
 
 
 def _module_name(command: str) -> str:

@@ -66,6 +66,12 @@ class DataSection:
     #: Random rotation + translation of the ground truth (loader and train step), as the official
     #: recipe does. ``false`` only for debugging/over-fitting runs (the structure keeps its frame).
     augment: bool = True
+    #: ESM2 weights for ``condition="esm"`` models: a fair-esm ``.pt`` file, a converted directory, or
+    #: a released name (``simplefold weights``). ``esm_s`` is computed on each *cropped* sequence.
+    esm_model: str | None = None
+    #: Keep computed ``esm_s`` in the on-disk embedding cache (one entry per distinct crop sequence;
+    #: an ESM2-3B entry of 256 residues is ~100 MB, so only for small data sets / small ESMs).
+    esm_cache: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

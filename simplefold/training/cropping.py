@@ -60,7 +60,8 @@ def neighborhood_crop(
 
     Returns:
       sorted int64 indices of the kept residues (at least one unless a single residue exceeds the
-      atom budget, which cannot happen for amino acids with the official budgets).
+      atom budget). If even the query's window does not fit the budget, the crop is the part of
+      that window nearest in sequence to the query that fits.
 
     Raises:
       ValueError: if no residue is resolved.
@@ -83,4 +84,16 @@ def neighborhood_crop(
         taken[new] = True
         n_tokens += len(new)
         n_atoms += new_atoms
+    if n_tokens == 0:
+        # The query's own window exceeds the budget (budget smaller than the neighbourhood, e.g. tiny
+        # test crops), where the official cropper would return nothing: keep the residues of that
+        # window nearest in sequence to the query that fit.
+        lo, hi = _window(int(query), neighborhood_size, length)
+        window = np.arange(lo, hi + 1)
+        for tok in window[np.argsort(np.abs(window - query), kind="stable")]:
+            if n_tokens + 1 > max_tokens or (max_atoms is not None and n_atoms + atoms_per_token[tok] > max_atoms):
+                break
+            taken[tok] = True
+            n_tokens += 1
+            n_atoms += int(atoms_per_token[tok])
     return np.flatnonzero(taken).astype(np.int64)

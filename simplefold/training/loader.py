@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import logging
 import pathlib
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -92,6 +93,43 @@ def compact_features(feats: Mapping[str, np.ndarray], *, condition: str = "embed
     return out
 
 
+_ESM_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=2)
+def _load_esm(spec: str):
+    from simplefold import esm
+
+    path = pathlib.Path(spec).expanduser()
+    if path.exists():
+        return esm.load_official_esm2(path)  # a .pt file or a converted directory
+    from simplefold import weights
+
+    return esm.load_converted_esm2(weights.resolve(spec))
+
+
+def load_esm_encoder(spec: str):
+    """The ESM2 encoder named by ``data.esm_model`` (loaded once per process, thread-safe)."""
+    with _ESM_LOCK:
+        return _load_esm(str(spec))
+
+
+def esm_representations(esm_model: str, sequence: str, cache: bool = False) -> np.ndarray:
+    """``esm_s`` ``(M, E, C)`` float32 of one sequence (official: computed on the cropped sequence)."""
+    from simplefold import esm
+
+    return esm.esm_features(load_esm_encoder(esm_model), [sequence], cache=cache or None)[0]
+
+
+def check_condition(condition: str, data: DataSection) -> None:
+    """Raise ValueError when an ESM-conditioned model is trained without ``data.esm_model``."""
+    if condition == "esm" and not data.esm_model:
+        raise ValueError(
+            "condition='esm' training needs data.esm_model=<ESM2 .pt file, converted directory or released "
+            "name> (or train a model with condition='embedding')"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class ExampleBuilder:
     """Picklable ``global example index -> unpadded compact feature dict`` (training examples)."""
@@ -155,14 +193,17 @@ def subchain(chain, residue_idx: np.ndarray):
     )
 
 
-def featurize_crop(chain, residue_idx: np.ndarray) -> dict[str, np.ndarray]:
+def featurize_crop(chain, residue_idx: np.ndarray, *, esm_model: str | None = None,
+                   esm_cache: bool = False) -> dict[str, np.ndarray]:
     """Features of the residues ``residue_idx`` of ``chain`` (equal to featurising the whole chain and
     :func:`features.crop`-ping it, except that ``coords`` are centred on the crop's resolved atoms).
 
     ``token_index``/``residue_index`` keep the original positions; ``max_num_tokens`` is the full length.
+    With ``esm_model``, ``esm_s`` (M_crop, E, C) is computed on the cropped sequence.
     """
     sub = subchain(chain, residue_idx)
-    feats = F.featurize_chain(sub, max_num_tokens=chain.num_residues)
+    esm_s = esm_representations(esm_model, sub.sequence, esm_cache) if esm_model else None
+    feats = F.featurize_chain(sub, max_num_tokens=chain.num_residues, esm_s=esm_s)
     feats["token_index"] = np.asarray(residue_idx, np.int64)
     feats["residue_index"] = np.asarray(residue_idx, np.int64)
     return feats
@@ -178,9 +219,11 @@ def build_example(
     augment: bool = True,
 ) -> dict[str, np.ndarray]:
     """Crop, featurise and augment one training example (unpadded, compact dtypes)."""
+    check_condition(condition, data)
     chain = load_chain(data_dir, record)
     residue_idx = crop_chain(chain, data, rng)
-    feats = featurize_crop(chain, residue_idx)
+    esm_model = data.esm_model if condition == "esm" else None
+    feats = featurize_crop(chain, residue_idx, esm_model=esm_model, esm_cache=data.esm_cache)
     if augment:
         rot = _random_rotation(rng)
         shift = rng.standard_normal(3) * data.augment_translation_angstrom / F.COORD_SCALE
@@ -241,7 +284,7 @@ def make_train_iterator(
 
     Args:
       data: data section of the run config.
-      condition: ``"esm"`` needs ``esm_s`` (not produced by this loader yet), ``"embedding"`` does not.
+      condition: ``"esm"`` adds ``esm_s`` of each crop (needs ``data.esm_model``); ``"embedding"`` does not.
       batch_per_host: proteins per batch on this host (= batch_per_device × local devices).
       process_index / process_count: this host and the number of hosts.
       records: override the records read from ``data.data_dir`` (tests).
@@ -251,6 +294,7 @@ def make_train_iterator(
     """
     import grain
 
+    check_condition(condition, data)
     if records is None:
         records = load_records(data.data_dir, data.train_split, min_length=data.min_length, max_length=data.max_length)
     if not records:
@@ -288,9 +332,14 @@ class ValidationExample:
 
 
 def validation_examples(
-    data_dir: str | pathlib.Path, split: str, *, num_proteins: int, max_tokens: int, seed: int, condition: str
+    data_dir: str | pathlib.Path, split: str, *, num_proteins: int, max_tokens: int, seed: int, condition: str,
+    esm_model: str | None = None, esm_cache: bool = False,
 ) -> list[ValidationExample]:
-    """Up to ``num_proteins`` chains of ``split`` with at most ``max_tokens`` residues (seeded choice)."""
+    """Up to ``num_proteins`` chains of ``split`` with at most ``max_tokens`` residues (seeded choice).
+
+    ``condition="esm"`` needs ``esm_model`` (``esm_s`` of the whole chain)."""
+    if condition == "esm" and not esm_model:
+        raise ValueError("condition='esm' validation needs data.esm_model")
     records = [r for r in load_records(data_dir, split) if r.length <= max_tokens]
     if not records:
         return []
@@ -299,7 +348,8 @@ def validation_examples(
     for i in sorted(order.tolist()):
         rec = records[i]
         chain = load_chain(data_dir, rec)
-        feats = F.featurize_chain(chain)
+        esm_s = esm_representations(esm_model, chain.sequence, esm_cache) if condition == "esm" else None
+        feats = F.featurize_chain(chain, esm_s=esm_s)
         n_real = int(feats["atom_pad_mask"].sum())
         ca_index = np.argmax(feats["r_set_to_rep_atom"], -1)
         compact = compact_features(feats, condition=condition)

@@ -210,6 +210,7 @@ def train(
         init_module = _load_init_module(config.model.init_from, model_cfg)
         model_cfg = dataclasses.replace(init_module.config, dtype=compute_dtype)
         logger.info("fine-tuning from %s (%s)", config.model.init_from, model_cfg.name)
+    loader.check_condition(model_cfg.condition, config.data)
     tx = state_lib.make_optimizer(config.optim)
     seed = config.loop.seed
 
@@ -221,7 +222,7 @@ def train(
     graphdef, _, _ = state_lib.split_model(nnx.eval_shape(lambda: state_lib.build_model(model_cfg, 0)))
     abstract = jax.eval_shape(init_fn)
     shardings = sharding.state_shardings(abstract, mesh, config.mesh.min_shard_elements)
-    with mesh:
+    with jax.set_mesh(mesh):
         state = jax.jit(init_fn, out_shardings=shardings)()
     if init_module is not None:
         _, params, rest = state_lib.split_model(init_module)
@@ -269,6 +270,7 @@ def train(
             config.data.data_dir, config.data.val_split,
             num_proteins=config.validation.num_proteins, max_tokens=config.validation.max_tokens,
             seed=config.validation.seed, condition=model_cfg.condition,
+            esm_model=config.data.esm_model, esm_cache=config.data.esm_cache,
         )
         if not val_examples:
             logger.warning("no %r records for validation; validation disabled", config.data.val_split)
@@ -307,7 +309,7 @@ def train(
         while step < config.loop.max_steps:
             host_batch = next(data_iter)
             residues_since += float(np.sum(host_batch["token_pad_mask"])) * jax.process_count()
-            with mesh:
+            with jax.set_mesh(mesh):
                 state, metrics = train_step(state, sharding.global_batch(host_batch, mesh))
             step += 1
             steps_since += 1
@@ -326,7 +328,7 @@ def train(
                 t_log, residues_since, steps_since = time.time(), 0.0, 0
             val_now = bool(val_examples) and (step % config.validation.every_steps == 0)
             if val_now:
-                with mesh:
+                with jax.set_mesh(mesh):
                     last_val = _validate(graphdef, state["ema_params"], state["model_state"], val_examples, config, step)
                 log.write({"step": step, **last_val})
                 logger.info("step %d validation: %s", step, {k: round(v, 4) for k, v in last_val.items()})

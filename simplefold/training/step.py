@@ -108,7 +108,7 @@ def make_train_step(
         (loss_value, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state["params"], state["model_state"], batch, key
         )
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         decay = jnp.float32(optim.ema_decay)
