@@ -22,6 +22,7 @@ import concurrent.futures
 import csv
 import dataclasses
 import json
+import multiprocessing
 import logging
 import os
 import pathlib
@@ -348,7 +349,9 @@ def prepare_dataset(
             manifest.write(json.dumps(entry) + "\n")
         manifest.flush()
         bar = tqdm(total=len(todo), desc="prepare-data", unit="file", disable=not progress)
-        with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+        # spawn, not fork: the parent may have started JAX's threads, and forking them can deadlock.
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = {pool.submit(_process_file, str(f), str(out), options, split): f for f in todo}
             for fut in concurrent.futures.as_completed(futures):
                 try:
