@@ -1,9 +1,12 @@
 """The bundled demo model: loads offline, folds the README example, and a sample does not depend
 on chunking or bucketing.
 
-With a trained network the sampler is contractive, so the only difference between a sample run
-alone, in a chunk of 4, or padded to a larger bucket is float rounding of differently shaped
-matmuls; it must stay far below anything structural (1e-3 Å here; samples differ by Å).
+A sample's noise depends only on (seed, target, k), so a sample run alone, in a chunk of 4, or
+padded to a larger bucket gets exactly the same random numbers. Its coordinates are nevertheless
+not bit-identical: differently shaped matmuls round differently (~1e-7 relative per network call)
+and 40 sampler steps of this weakly trained model amplify that to 0.028 Å (measured when the test
+was written). The bound below (0.1 Å) is that measurement with margin; a key-handling error moves
+a sample by Å (two samples of one target differ by ~20 Å).
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ def test_demo_sample_identical_alone_in_chunk_and_other_bucket(demo):
     other = I.Folder(demo, dataclasses.replace(opts, batch_size=1, token_buckets=(64,))).fold_target(target)
     assert alone.plan.chunk == 1 and other.plan.bucket_tokens == 64 != chunk4.plan.bucket_tokens
     c = _coords(chunk4)
-    np.testing.assert_allclose(_coords(alone), c, rtol=0, atol=1e-3)
-    np.testing.assert_allclose(_coords(other), c, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(_coords(alone), c, rtol=0, atol=0.1)
+    np.testing.assert_allclose(_coords(other), c, rtol=0, atol=0.1)
     assert np.abs(c[0] - c[1]).max() > 0.5  # samples differ
 
 
