@@ -53,7 +53,7 @@ def test_file_vs_file_table_and_json(tmp_path, capsys):
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["target", *metrics.METRIC_NAMES]
     rows = {line.split()[0]: line.split()[1:] for line in table[2:] if not line.startswith("-")}
-    assert set(rows) == {"1GL1_l_u", "mean"}
+    assert set(rows) == {"1GL1_l_u", "mean", "median"}
 
     result = read_json(out)
     assert set(result) == {"targets", "summary", "errors"}
@@ -163,3 +163,28 @@ def test_json_has_no_nan_for_missing_values():
 
     assert _json_safe({"a": [float("nan"), np.float64(1.5), np.int64(3)]}) == {"a": [None, 1.5, 3]}
     assert not math.isnan(_json_safe(np.float32(0.25)))
+
+
+def test_median_and_plddt_correlation_from_b_factors(tmp_path):
+    """Predictions carrying pLDDT in the B-factor column: the summary gets the per-sample Pearson r
+    of mean pLDDT with lDDT; here the noisier copies get lower pLDDT, so r is strongly positive."""
+    native = read_structure(DATA / "T1026.pdb.gz")
+    refs, preds = tmp_path / "refs", tmp_path / "preds"
+    refs.mkdir()
+    preds.mkdir()
+    rng = np.random.default_rng(0)
+    for k, sigma in enumerate((0.3, 1.0, 2.0, 4.0)):
+        name = f"t{k}"
+        write_structure(refs / f"{name}.pdb", native)
+        coords = native.coords + rng.normal(size=native.coords.shape) * sigma
+        plddt = np.full(native.num_atoms, 90.0 - 20 * k, np.float32)
+        write_structure(preds / f"{name}.pdb", native.with_coords(coords, b_factors=plddt))
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", str(preds), str(refs), "--json", str(out)]) == 0
+    summary = read_json(out)["summary"]
+    assert summary["n_samples_with_plddt"] == 4 and summary["plddt_lddt_pearson"] > 0.9
+    lddts = sorted(t["lddt"] for t in read_json(out)["targets"])
+    assert summary["median"]["lddt"] == pytest.approx((lddts[1] + lddts[2]) / 2)
+    assert [t["samples"][0]["plddt"] for t in sorted(read_json(out)["targets"], key=lambda t: t["name"])] == [
+        pytest.approx(90.0 - 20 * k, abs=0.01) for k in range(4)
+    ]

@@ -30,6 +30,8 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from simplefold.cli import CLIError
 
 HELP = "score predicted structures against references (TM-score, GDT, lDDT, RMSD)"
@@ -162,6 +164,29 @@ def match_files(pred: pathlib.Path, ref: pathlib.Path) -> tuple[list[_Target], l
 # --------------------------------------------------------------------------------------
 
 
+def _mean_plddt(structure) -> float | None:
+    """Mean B-factor of the CA atoms (predict writes pLDDT x 100 there); None if all are 0."""
+    values = [
+        b for chain in structure.chains
+        for name, b, present in zip(chain.atom_names, chain.b_factors, chain.atom_mask)
+        if name == "CA" and present
+    ]
+    if not values or not any(values):
+        return None
+    return float(np.mean(values))
+
+
+def _plddt_correlation(results: list[dict]) -> dict:
+    """Pearson r of each sample's mean pLDDT with its lDDT, when every sample carries pLDDT."""
+    pairs = [(r["plddt"], r["lddt"]) for t in results for r in t["samples"]]
+    if len(pairs) < 3 or any(p is None for p, _ in pairs):
+        return {}
+    x, y = np.array(pairs, dtype=float).T
+    if x.std() == 0 or y.std() == 0:
+        return {}
+    return {"plddt_lddt_pearson": float(np.corrcoef(x, y)[0, 1]), "n_samples_with_plddt": len(pairs)}
+
+
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if v is not None and not math.isnan(v)]
     return sum(finite) / len(finite) if finite else float("nan")
@@ -215,6 +240,7 @@ def _print_table(targets: list[dict], summary: dict, names: tuple[str, ...], out
         print(_format_row(f"{t['name']} (best)", t["best"], names, width), file=out)
     print("-" * (width + 10 * len(names)), file=out)
     print(_format_row(f"mean ({summary['n_targets']})", summary, names, width), file=out)
+    print(_format_row("median", summary["median"], names, width), file=out)
     if any(t["n_samples"] > 1 for t in targets):
         print(_format_row("mean (best)", summary["best"], names, width), file=out)
 
@@ -270,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     pred = read_structure(path, model=1)
                     row = metrics.evaluate_pair(pred, ref, by_residue_number=args.by_residue_number)
+                    row["plddt"] = _mean_plddt(pred)
                 except Exception as exc:  # noqa: BLE001 - report and go on with the other files
                     logger.debug("scoring %s failed", path, exc_info=True)
                     problems.append(_Problem(sample_name, str(path), str(exc)))
@@ -287,8 +314,13 @@ def run(args: argparse.Namespace) -> int:
     summary = {"n_targets": len(results)}
     summary.update({m: _mean([t[m] for t in results]) for m in names})
     summary["best"] = {m: _mean([t["best"][m] for t in results]) for m in names}
+    summary["median"] = {m: float(np.median([t[m] for t in results])) if results else float("nan") for m in names}
+    summary.update(_plddt_correlation(results))
     if results:
         _print_table(results, summary, names, sys.stdout)
+        if "plddt_lddt_pearson" in summary:
+            print(f"pLDDT vs lDDT (per sample, n={summary['n_samples_with_plddt']}): "
+                  f"Pearson r = {summary['plddt_lddt_pearson']:.3f}")
     for p in problems:
         logger.error("%s (%s): %s", p.name, p.file, p.error)
     if args.plots is not None and results:
