@@ -248,9 +248,14 @@ def _section_from_dict(cls: type, data: Mapping[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(data: Mapping[str, Any], where: str = "config") -> TrainConfig:
-    """Build a :class:`TrainConfig` from a nested dict; missing keys keep their defaults."""
-    sections = {f.name: f for f in dataclasses.fields(TrainConfig)}
+def sections_from_dict(cls: type, data: Mapping[str, Any], where: str = "config") -> Any:
+    """Build a config dataclass whose fields are section dataclasses (``TrainConfig``, the pLDDT
+    training config) from nested dicts; missing keys keep their defaults, ``description`` is ignored.
+
+    Raises:
+      ConfigError: unknown section or key, or a value of the wrong type (the message names it).
+    """
+    sections = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(sections) - {"description"})
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; valid: {', '.join(sorted(sections))}")
@@ -261,7 +266,26 @@ def config_from_dict(data: Mapping[str, Any], where: str = "config") -> TrainCon
                 raise ConfigError(f"{where}: section {name!r} must be an object")
             section_cls = field.default_factory  # type: ignore[misc]
             kwargs[name] = _section_from_dict(section_cls, data[name], f"{where}:{name}")
-    return TrainConfig(**kwargs)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any], where: str = "config") -> TrainConfig:
+    """Build a :class:`TrainConfig` from a nested dict; missing keys keep their defaults."""
+    return sections_from_dict(TrainConfig, data, where)
+
+
+def read_config_json(path: str | pathlib.Path) -> dict[str, Any]:
+    """The JSON object of a config file; :class:`ConfigError` naming the file (and line) otherwise."""
+    path = pathlib.Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a JSON object")
+    return data
 
 
 def _parse_value(text: str) -> Any:
@@ -295,13 +319,4 @@ def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfi
 
 def load_config(path: str | pathlib.Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a JSON config file and apply overrides. Raises :class:`ConfigError` naming the file."""
-    path = pathlib.Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: config file not found") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a JSON object")
-    return apply_overrides(config_from_dict(data, where=str(path)), overrides)
+    return apply_overrides(config_from_dict(read_config_json(path), where=str(path)), overrides)

@@ -143,19 +143,9 @@ def plddt_config_from_dict(data: Mapping[str, Any], where: str = "config") -> PL
       simplefold.training.config.ConfigError: unknown section/key or a value of the wrong type.
     """
     # the section parser of the training config gives the same type checks and messages
-    from simplefold.training.config import ConfigError, _section_from_dict
+    from simplefold.training.config import sections_from_dict
 
-    sections = {f.name: f for f in dataclasses.fields(PLDDTTrainConfig)}
-    unknown = sorted(set(data) - set(sections) - {"description"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; valid: {', '.join(sorted(sections))}")
-    kwargs = {}
-    for name, field in sections.items():
-        if name in data:
-            if not isinstance(data[name], Mapping):
-                raise ConfigError(f"{where}: section {name!r} must be an object")
-            kwargs[name] = _section_from_dict(field.default_factory, data[name], f"{where}:{name}")  # type: ignore[misc]
-    return PLDDTTrainConfig(**kwargs)
+    return sections_from_dict(PLDDTTrainConfig, data, where)
 
 
 def load_plddt_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> PLDDTTrainConfig:
@@ -164,20 +154,10 @@ def load_plddt_config(path: str | os.PathLike | None, overrides: Sequence[str] =
     Raises:
       simplefold.training.config.ConfigError: names the file or the override.
     """
-    from simplefold.training.config import ConfigError
+    from simplefold.training.config import ConfigError, read_config_json
 
-    data: dict[str, Any] = {}
-    where = "defaults"
-    if path is not None:
-        where = str(path)
-        try:
-            data = json.loads(pathlib.Path(path).read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"{path}: config file not found") from exc
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a JSON object")
+    data: dict[str, Any] = {} if path is None else read_config_json(path)
+    where = "defaults" if path is None else str(path)
     merged = plddt_config_from_dict(data, where).to_dict()
     for item in overrides:
         if "=" not in item:
