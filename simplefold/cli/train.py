@@ -18,16 +18,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
-def run(args: argparse.Namespace) -> int:
+def resolve_config(load, args: argparse.Namespace):
+    """``load(args.config, args.overrides)`` with config errors as CLI errors; None after
+    ``--print-config`` has printed the resolved config (the command then exits 0)."""
     from simplefold.cli import CLIError
-    from simplefold.training.config import ConfigError, load_config
+    from simplefold.training.config import ConfigError
 
     try:
-        config = load_config(args.config, args.overrides)
+        config = load(args.config, args.overrides)
     except ConfigError as exc:
         raise CLIError(str(exc)) from exc
     if args.print_config:
         sys.stdout.write(config.to_json() + "\n")
+        return None
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from simplefold.cli import CLIError
+    from simplefold.training.config import load_config
+
+    config = resolve_config(load_config, args)
+    if config is None:
         return 0
     from simplefold.training.loop import train
 

@@ -27,15 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from simplefold.cli import CLIError
-    from simplefold.training.config import ConfigError
+    from simplefold.cli.train import resolve_config
     from simplefold.training.plddt import load_plddt_config
 
-    try:
-        config = load_plddt_config(args.config, args.overrides)
-    except ConfigError as exc:
-        raise CLIError(str(exc)) from exc
-    if args.print_config:
-        sys.stdout.write(config.to_json() + "\n")
+    config = resolve_config(load_plddt_config, args)
+    if config is None:
         return 0
 
     from simplefold.model_loading import ModelNotFoundError

@@ -288,7 +288,8 @@ def read_config_json(path: str | pathlib.Path) -> dict[str, Any]:
     return data
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
+    """Override value: JSON (numbers, true, null, lists) if it parses, else the string itself."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -313,7 +314,7 @@ def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfi
                 else:
                     raise ConfigError(f"override {item!r}: unknown key {k!r}")
             node = node[k]
-        node[keys[-1]] = _parse_value(text)
+        node[keys[-1]] = parse_value(text)
     return config_from_dict(data, where="overrides")
 
 

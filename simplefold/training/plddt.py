@@ -154,7 +154,7 @@ def load_plddt_config(path: str | os.PathLike | None, overrides: Sequence[str] =
     Raises:
       simplefold.training.config.ConfigError: names the file or the override.
     """
-    from simplefold.training.config import ConfigError, read_config_json
+    from simplefold.training.config import ConfigError, parse_value, read_config_json
 
     data: dict[str, Any] = {} if path is None else read_config_json(path)
     where = "defaults" if path is None else str(path)
@@ -166,11 +166,7 @@ def load_plddt_config(path: str | os.PathLike | None, overrides: Sequence[str] =
         parts = key.strip().split(".")
         if len(parts) != 2 or parts[0] not in merged or parts[1] not in merged[parts[0]]:
             raise ConfigError(f"override {item!r}: unknown key {key!r} (sections: {', '.join(sorted(merged))})")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        merged[parts[0]][parts[1]] = value
+        merged[parts[0]][parts[1]] = parse_value(text)
     return plddt_config_from_dict(merged, "overrides" if overrides else where)
 
 
