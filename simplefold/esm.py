@@ -112,10 +112,11 @@ class ESM2Encoder:
 
 @functools.lru_cache(maxsize=None)
 def _jitted_forward():
-    import jax
     from flax import nnx
 
-    @functools.partial(jax.jit, static_argnums=0)
+    from simplefold.reproducible import stable_jit
+
+    @stable_jit(static_argnums=0)
     def forward(graphdef, state, tokens):
         return nnx.merge(graphdef, state)(tokens)
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from simplefold.features import COORD_SCALE  # noqa: F401  (Å per model unit; re-exported)
+from simplefold import reproducible
 
 # Training-time t distribution: t = 0.98·sigmoid(u) + 0.02·v, u ~ N(0.8, 1.7²), v ~ U(0, 1).
 _T_LOGIT_MEAN = 0.8
@@ -144,10 +145,12 @@ def linear_time_grid(num_steps: int, t_start: float = 1e-4) -> np.ndarray:
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     """Mean of ``x`` ``(B, N, 3)`` over atoms with ``mask`` ``(B, N)`` set; returns ``(B, 1, 3)``.
 
-    An all-zero mask gives 0 rather than NaN.
+    The sum is :func:`simplefold.reproducible.padding_invariant_sum`, so atom slots padded after the real atoms do not
+    change the result by a single bit. An all-zero mask gives 0 rather than NaN.
     """
     m = mask.astype(x.dtype)[..., None]
-    return jnp.sum(x * m, axis=-2, keepdims=True) / jnp.maximum(jnp.sum(m, axis=-2, keepdims=True), 1e-12)
+    # the count is a sum of 0/1 values, exact in any order
+    return reproducible.padding_invariant_sum(x * m, axis=-2) / jnp.maximum(jnp.sum(m, axis=-2, keepdims=True), 1e-12)
 
 
 def center(x: jax.Array, mask: jax.Array) -> jax.Array:

@@ -116,16 +116,14 @@ class _PureFn:
     latent_obj: Any = None  # a non-nnx callable (closed over)
     head_obj: Any = None
 
-    def __call__(self, params, y, feats):
-        import jax.numpy as jnp
+    def __call__(self, params, y, t, feats):
         from flax import nnx
 
         latent_net = nnx.merge(self.latent_graph, params[0]) if self.latent_graph is not None else self.latent_obj
         head = nnx.merge(self.head_graph, params[1]) if self.head_graph is not None else self.head_obj
 
         # batch-1 features broadcast over the S samples inside both networks
-        latent = latent_net(y, jnp.ones((y.shape[0],), jnp.float32), feats)["latent"]
-        return head(latent, feats)["plddt"]
+        return head(latent_net(y, t, feats)["latent"], feats)["plddt"]
 
 
 def _module_of(obj: Any) -> Any:
@@ -153,11 +151,16 @@ _PLDDT_JIT = None
 def _plddt_apply(fn: _PureFn, params, y, feats):
     """Jitted pLDDT of sampler outputs ``y`` (S, N, 3); one module-level cache for all Folders."""
     global _PLDDT_JIT
-    if _PLDDT_JIT is None:
-        import jax
+    import jax.numpy as jnp
 
-        _PLDDT_JIT = jax.jit(lambda f, p, yy, ff: f(p, yy, ff), static_argnums=0)
-    return _PLDDT_JIT(fn, params, y, feats)
+    if _PLDDT_JIT is None:
+        from simplefold.reproducible import stable_jit
+
+        _PLDDT_JIT = stable_jit(lambda f, p, yy, tt, ff: f(p, yy, tt, ff), static_argnums=0)
+    # t = 1 enters as an argument, not a constant: XLA constant-folds a constant time embedding
+    # differently for one sample than for several, and a sample's pLDDT would depend on its chunk
+    t = jnp.ones((y.shape[0],), jnp.float32)
+    return _PLDDT_JIT(fn, params, y, t, feats)
 
 
 class Folder:

@@ -22,6 +22,7 @@ import numpy as np
 
 from simplefold import features as F
 from simplefold.fold_options import FoldOptions
+from simplefold.model.config import ATTENTION_KEY_BLOCK
 from simplefold.model_loading import DEFAULT_MODEL, model_config, plddt_latent_config
 from simplefold.targets import Target, TargetError, as_targets, check_target
 
@@ -84,7 +85,8 @@ def _activation_bytes_per_sample(cfg, num_tokens: int, num_atoms: int) -> int:
     """Peak live activations of one network call for one sample (float32, no gradients)."""
     d, da = cfg.hidden_size, cfg.atom_hidden_size
     m, n = num_tokens, num_atoms
-    trunk = m * (10 * d + 3 * cfg.trunk_mlp_hidden) + cfg.num_heads * m * m * 2  # + attention logits
+    # + attention logits/probabilities and the per-key-block partial value products
+    trunk = m * (10 * d + 3 * cfg.trunk_mlp_hidden) + cfg.num_heads * m * m * 2 + m * d * -(-m // ATTENTION_KEY_BLOCK)
     atom = n * (10 * da + 3 * cfg.atom_mlp_hidden + cfg.atom_num_heads * cfg.n_keys * 2)
     atom_in = n * (cfg.atom_feat_dim + 2 * cfg.fourier_dim + 4 * d)
     return int(4 * (trunk + atom + atom_in + n * m))  # + float copy of atom_to_token

@@ -22,7 +22,6 @@ the draws for atom slot n do not depend on how many padding slots follow it.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
@@ -33,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from simplefold import flow
+from simplefold.model.config import ATTENTION_KEY_BLOCK
+from simplefold.reproducible import stable_jit
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +234,7 @@ def _center_samples(y: jax.Array, pad_mask: jax.Array) -> jax.Array:
     return flow.center(y, jnp.broadcast_to(pad_mask, y.shape[:2]))
 
 
-@functools.partial(jax.jit, static_argnames=("velocity_fn", "replay"))
+@stable_jit(static_argnames=("velocity_fn", "replay"))
 def _sample_scan(velocity_fn, params, feats, y0, noise, time_grid, tau, w_cutoff, *, replay):
     """Whole trajectory as one scan. ``noise`` is ε ``(T, S, N, 3)`` if ``replay`` else keys ``(S,)``."""
     pad_mask = feats["atom_pad_mask"][0]
@@ -416,7 +417,8 @@ def estimate_sample_memory(config: Any, num_atoms: int, num_tokens: int, num_sam
 
     * per atom slot: Fourier features (fourier_dim) + 4·D (atom stream in trunk width) +
       2·H_a·n_keys (local attention logits/probabilities) + 2·atom SwiGLU hidden;
-    * per token: 8·D + 2·trunk SwiGLU hidden + 2·H·M (full trunk attention).
+    * per token: 8·D + 2·trunk SwiGLU hidden + 2·H·M (full trunk attention) + D per block of
+      ``ATTENTION_KEY_BLOCK`` keys (partial value products of the padding-invariant attention).
 
     The scan keeps only the state between steps, so memory does not grow with ``num_steps``.
     Against XLA's own buffer plan for the 100M config on CPU (``memory_stats`` in
@@ -434,7 +436,7 @@ def estimate_sample_memory(config: Any, num_atoms: int, num_tokens: int, num_sam
     n, m = num_atoms, num_tokens
     d = c.hidden_size
     per_atom = c.fourier_dim + 4 * d + 2 * c.atom_num_heads * c.n_keys + 2 * c.atom_mlp_hidden
-    per_token = 8 * d + 2 * c.trunk_mlp_hidden + 2 * c.num_heads * m
+    per_token = 8 * d + 2 * c.trunk_mlp_hidden + 2 * c.num_heads * m + d * -(-m // ATTENTION_KEY_BLOCK)
     esm = m * c.esm_num_layers * c.esm_dim if getattr(c, "condition", "esm") == "esm" else 0
     shared = esm + 2 * n * (c.atom_feat_dim + d)
     return int(param_bytes + 4 * shared + 4 * num_samples * (n * per_atom + m * per_token))

@@ -18,6 +18,8 @@ NUM_NAME_CHARS = 4  # ref_atom_name_chars slots
 NUM_CHAR_CLASSES = 64  # classes per name-char slot
 NUM_MOL_TYPES = 4
 NUM_POCKET = 4
+# keys per block of the dense (token) attention's value product (see layers.dense_attention)
+ATTENTION_KEY_BLOCK = 128
 
 
 def swiglu_hidden(width: int, mlp_ratio: float, multiple_of: int = 256) -> int:

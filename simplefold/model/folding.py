@@ -36,6 +36,7 @@ import numpy as np
 from flax import nnx
 
 from simplefold.model import embeddings as emb
+from simplefold.reproducible import stable_jit
 from simplefold.model.config import (
     NUM_CHAR_CLASSES,
     NUM_MOL_TYPES,
@@ -329,7 +330,7 @@ class FoldingModel:
         def _apply(state, noised_pos, t, feats):
             return nnx.merge(graphdef, state)(noised_pos, t, feats)
 
-        self.apply = jax.jit(_apply)
+        self.apply = stable_jit(_apply)
 
     def prepare(self, feats: Mapping[str, Any]) -> "PreparedFeatures":
         """Select/convert the features the network reads and put them on the device."""

@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from simplefold.model.config import ATTENTION_KEY_BLOCK
 from simplefold.model.embeddings import apply_rope
+from simplefold.reproducible import padding_invariant_sum
 
 NEG_INF = -1e10  # the official local-attention bias value
 
@@ -157,6 +159,44 @@ def local_attention(q, k, v, bias, n_queries: int, n_keys: int) -> jnp.ndarray:
     return out.reshape(B, nb * n_queries, H, hd)[:, :N]
 
 
+def dense_attention(q, k, v, key_mask=None) -> jnp.ndarray:
+    """Full softmax attention (scale hd^-1/2); keys where ``key_mask`` is False are not seen.
+
+    The result for the real tokens does not change by a single bit when masked keys are appended
+    (bucket padding): the softmax denominator is a ``padding_invariant_sum`` and the value
+    product runs over fixed blocks of ``ATTENTION_KEY_BLOCK`` keys whose partial results are
+    summed the same way (one product over all keys rounds differently for 56 and 64 keys).
+    Same maths as ``jax.nn.dot_product_attention``; the partial results take L/ATTENTION_KEY_BLOCK
+    times the output's memory, transiently.
+
+    Args:
+      q, k, v: (B, L, H, hd).
+      key_mask: (B or 1, L) bool, or None (all keys visible).
+    Returns:
+      (B, L, H, hd), dtype of v.
+    """
+    B, L, H, hd = q.shape
+    nb = -(-L // ATTENTION_KEY_BLOCK)
+    pad = nb * ATTENTION_KEY_BLOCK - L
+    visible = jnp.ones((1, L), bool) if key_mask is None else key_mask.astype(bool)
+    if pad:
+        k = jnp.pad(k, ((0, 0), (0, pad), (0, 0), (0, 0)))
+        v = jnp.pad(v, ((0, 0), (0, pad), (0, 0), (0, 0)))
+        visible = jnp.pad(visible, ((0, 0), (0, pad)))
+    visible = visible[:, None, None, :]  # (B or 1, 1, 1, P)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * jnp.float32(hd ** -0.5)
+    logits = jnp.where(visible, logits, jnp.finfo(jnp.float32).min)
+    e = jnp.where(visible, jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True)), 0.0)
+    probs = (e / padding_invariant_sum(e, axis=-1)).astype(v.dtype)  # (B, H, L, P)
+    partial = jnp.einsum(
+        "bhqnk,bnkhd->nbqhd",
+        probs.reshape(B, H, L, nb, ATTENTION_KEY_BLOCK),
+        v.reshape(B, nb, ATTENTION_KEY_BLOCK, H, hd),
+        preferred_element_type=jnp.float32,
+    )
+    return padding_invariant_sum(partial, axis=0)[0].astype(v.dtype)
+
+
 class Attention(nnx.Module):
     """Official ``EfficientSelfAttentionLayer``: fused qkv (no bias), RoPE, then per-head q/k RMSNorm."""
 
@@ -177,8 +217,7 @@ class Attention(nnx.Module):
         if ctx.n_queries:
             out = local_attention(q, k, v, ctx.window_bias, ctx.n_queries, ctx.n_keys)
         else:
-            mask = None if ctx.key_mask is None else ctx.key_mask[:, None, None, :]
-            out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+            out = dense_attention(q, k, v, ctx.key_mask)
         return self.proj(out.reshape(B, L, W))
 
 
