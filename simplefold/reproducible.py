@@ -13,8 +13,9 @@ that depends on array shapes, which a 500-step sampler amplifies (before these m
    fusions off (:data:`CPU_COMPILER_OPTIONS`, applied by :func:`stable_jit`), products go to
    XLA's Eigen path, whose per-row results do not depend on the row count. Also, a constant input
    may be constant-folded differently per shape, so callers pass e.g. t = 1 as an argument.
-   Measured cost on the 2-core CPU: none beyond noise (100M forward at L = 64/128: 133/229 ms
-   with YNN, 139/236 ms without; minima equal).
+   Any YNN fusion type (element-wise or reduce alone included) breaks the identity, so all are
+   off. Measured cost (``benchmarks/sample.py``, 100M, L = 128, 40 steps, runs alternated on
+   the 2-core CPU): 0.174/0.182 s per step with YNN vs 0.197/0.198 s without, about 10 %.
 2. **Reductions over padded axes.** ``jnp.sum`` lets the compiler choose the order of the
    additions from the axis length, so the same values followed by padding zeros can sum
    differently in the last bit (seen for atom centring over 256 vs 1024 slots and for attention

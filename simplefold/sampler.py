@@ -422,8 +422,8 @@ def estimate_sample_memory(config: Any, num_atoms: int, num_tokens: int, num_sam
 
     The scan keeps only the state between steps, so memory does not grow with ``num_steps``.
     Against XLA's own buffer plan for the 100M config on CPU (``memory_stats`` in
-    ``benchmarks/sample.py``) this overestimates the per-sample part by ≈ 1.35× (N = 1024, M = 128
-    and N = 2144, M = 256), i.e. it errs on the safe side; accelerator attention kernels differ.
+    ``benchmarks/sample.py``) this overestimates the per-sample part ≈ 3× (N = 1088, M = 128:
+    33 MiB vs 10.7 MiB per extra sample), i.e. it errs on the safe side; accelerators differ.
 
     Args:
       config: a ``FoldingConfig`` (reads hidden_size, num_heads, atom_hidden_size,
