@@ -145,8 +145,8 @@ def linear_time_grid(num_steps: int, t_start: float = 1e-4) -> np.ndarray:
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     """Mean of ``x`` ``(B, N, 3)`` over atoms with ``mask`` ``(B, N)`` set; returns ``(B, 1, 3)``.
 
-    The sum is :func:`simplefold.reproducible.padding_invariant_sum`, so atom slots padded after the real atoms do not
-    change the result by a single bit. An all-zero mask gives 0 rather than NaN.
+    The sum is :func:`simplefold.reproducible.padding_invariant_sum`, so atom slots padded after
+    the real atoms do not change the result by a single bit. An all-zero mask gives 0, not NaN.
     """
     m = mask.astype(x.dtype)[..., None]
     # the count is a sum of 0/1 values, exact in any order
