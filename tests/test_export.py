@@ -42,18 +42,11 @@ def tiny_run(tmp_path_factory):
 def _checkpoint_state(run_dir, config, step):
     """The raw train state of a checkpoint, restored with the training code's own checkpointer."""
     import jax
-    from flax import nnx
 
     from simplefold.training import checkpointing, state as state_lib
 
     model_cfg = state_lib.model_config(config.model, "float32")
-    tx = state_lib.make_optimizer(config.optim)
-
-    def init_fn():
-        _, params, rest = state_lib.split_model(state_lib.build_model(model_cfg, 0))
-        return state_lib.init_state(params, rest, tx, 0)
-
-    graphdef, _, _ = state_lib.split_model(nnx.eval_shape(lambda: state_lib.build_model(model_cfg, 0)))
+    graphdef, init_fn = state_lib.state_initializer(model_cfg, state_lib.make_optimizer(config.optim))
     ckpt = checkpointing.RunCheckpointer(run_dir / "checkpoints", config.checkpoint)
     try:
         state, _, _ = ckpt.restore(step, jax.eval_shape(init_fn))

@@ -213,13 +213,7 @@ from simplefold.training import config as C, loader as L, sharding as Sh, state 
 cfg = C.config_from_dict(json.loads(sys.argv[1]))
 mcfg = S.model_config(cfg.model, "float32")
 tx = S.make_optimizer(cfg.optim)
-
-def init_fn():
-    _, p, r = S.split_model(S.build_model(mcfg, 0))
-    return S.init_state(p, r, tx, 0)
-
-from flax import nnx
-graphdef, _, _ = S.split_model(nnx.eval_shape(lambda: S.build_model(mcfg, 0)))
+graphdef, init_fn = S.state_initializer(mcfg, tx)
 it = L.make_train_iterator(cfg.data, batch_per_host=8)
 batches = [next(it) for _ in range(2)]
 

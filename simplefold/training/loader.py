@@ -24,7 +24,6 @@ import logging
 import pathlib
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 

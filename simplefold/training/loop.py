@@ -192,7 +192,6 @@ def train(
     sharding.maybe_initialize_distributed(config.mesh)
 
     import jax
-    from flax import nnx
 
     from simplefold.training import checkpointing, loader, state as state_lib, step as step_lib
 
@@ -212,14 +211,9 @@ def train(
         logger.info("fine-tuning from %s (%s)", config.model.init_from, model_cfg.name)
     loader.check_condition(model_cfg.condition, config.data)
     tx = state_lib.make_optimizer(config.optim)
-    seed = config.loop.seed
-
-    def init_fn():
-        model = state_lib.build_model(model_cfg, config.model.init_seed)
-        _, params, rest = state_lib.split_model(model)
-        return state_lib.init_state(params, rest, tx, seed)
-
-    graphdef, _, _ = state_lib.split_model(nnx.eval_shape(lambda: state_lib.build_model(model_cfg, 0)))
+    graphdef, init_fn = state_lib.state_initializer(
+        model_cfg, tx, init_seed=config.model.init_seed, seed=config.loop.seed
+    )
     abstract = jax.eval_shape(init_fn)
     shardings = sharding.state_shardings(abstract, mesh, config.mesh.min_shard_elements)
     with jax.set_mesh(mesh):

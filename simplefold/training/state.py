@@ -12,6 +12,7 @@ The state is a plain dict pytree so Orbax saves and restores it without custom h
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -85,6 +86,24 @@ def init_state(params: nnx.State, model_state: nnx.State, tx: optax.GradientTran
         "opt_state": tx.init(params),
         "rng": jax.random.PRNGKey(seed),
     }
+
+
+def state_initializer(
+    model_cfg, tx: optax.GradientTransformation, *, init_seed: int = 0, seed: int = 0
+) -> tuple[nnx.GraphDef, Callable[[], TrainState]]:
+    """(graphdef, init_fn) of a run: the model's graph (built abstractly, no weights allocated)
+    and a pure function returning a fresh train state, to ``jax.eval_shape`` (shardings, restore
+    targets) or ``jax.jit`` with ``out_shardings``.
+
+    ``init_seed`` initialises the weights, ``seed`` is the state's base PRNG key.
+    """
+
+    def init_fn() -> TrainState:
+        _, params, rest = split_model(build_model(model_cfg, init_seed))
+        return init_state(params, rest, tx, seed)
+
+    graphdef, _, _ = split_model(nnx.eval_shape(lambda: build_model(model_cfg, 0)))
+    return graphdef, init_fn
 
 
 def count_params(params: nnx.State) -> int:
