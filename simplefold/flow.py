@@ -21,6 +21,7 @@ import numpy as np
 
 from simplefold.features import COORD_SCALE  # noqa: F401  (Å per model unit; re-exported)
 from simplefold import reproducible
+from simplefold.model.torch_tables import torch_linspace_f32, torch_logspace_f32
 
 # Training-time t distribution: t = 0.98·sigmoid(u) + 0.02·v, u ~ N(0.8, 1.7²), v ~ U(0, 1).
 _T_LOGIT_MEAN = 0.8
@@ -112,11 +113,10 @@ def noised_sample(key: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array, 
 def log_time_grid(num_steps: int, t_start: float = 1e-4) -> np.ndarray:
     """The official log-spaced sampling grid t_0 = t_start … t_num_steps = 1 (float32, host NumPy).
 
-    t_i = (1 − 10^(−2i/n)) / 0.99, computed as the reference does: ``1 − logspace(-2, 0, n+1)``
-    flipped, shifted to start at 0, divided by its maximum, then clamped to [t_start, 1].
-    The exponents and powers are evaluated in float64 and rounded once to float32; with the
-    remaining steps in float32 this reproduces the reference grids for n = 8 and n = 500
-    bit-exactly (see ``tests/test_flow.py``).
+    t_i = (1 − 10^(−2i/n)) / 0.99, computed as the official ``EMSampler`` does (its
+    ``log_timesteps`` branch): ``1 − logspace(-2, 0, n+1)`` flipped, shifted to start at 0,
+    divided by its maximum, then clamped to [t_start, 1], with torch's ``logspace`` reproduced
+    exactly; bit-identical to the official grid for every n tested (``tests/test_constant_tables.py``).
 
     Args:
       num_steps: number of sampler steps n (≥ 1).
@@ -128,18 +128,17 @@ def log_time_grid(num_steps: int, t_start: float = 1e-4) -> np.ndarray:
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     f32 = np.float32
-    powers = np.power(10.0, np.linspace(-2.0, 0.0, num_steps + 1)).astype(f32)
-    t = (f32(1.0) - powers)[::-1]
+    t = (f32(1.0) - torch_logspace_f32(-2.0, 0.0, num_steps + 1))[::-1]
     t = t - t.min()
     t = t / t.max()
     return np.clip(t, f32(t_start), f32(1.0)).astype(f32)
 
 
 def linear_time_grid(num_steps: int, t_start: float = 1e-4) -> np.ndarray:
-    """Uniform grid ``linspace(t_start, 1, num_steps + 1)`` (float32), used when log_timesteps is off."""
+    """Uniform grid ``torch.linspace(t_start, 1, num_steps + 1)`` (float32, bit-exact), used when log_timesteps is off."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    return np.linspace(t_start, 1.0, num_steps + 1, dtype=np.float32)
+    return torch_linspace_f32(t_start, 1.0, num_steps + 1)
 
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:

@@ -5,10 +5,29 @@
 * ``FoldingDiT`` – the folding network: ``model(noised_pos, t, feats) -> {"predict_velocity", "latent"}``.
 * ``PLDDTHead`` – the pLDDT head: ``head(latent, feats) -> {"plddt_logits", "plddt"}``.
 * ``OFFICIAL_SIZES`` / ``OFFICIAL_PLDDT_SIZES`` – official checkpoint names -> config constructors.
+
+The names are resolved lazily, so that the NumPy-only modules of this package (``config``,
+``torch_tables``, ``random_init``) import without JAX — the fixture tools run them in a
+PyTorch environment.
 """
 
-from simplefold.model.config import OFFICIAL_PLDDT_SIZES, OFFICIAL_SIZES, FoldingConfig, PLDDTConfig
-from simplefold.model.folding import FoldingDiT
-from simplefold.model.plddt import PLDDTHead
+from __future__ import annotations
 
-__all__ = ["FoldingConfig", "PLDDTConfig", "FoldingDiT", "PLDDTHead", "OFFICIAL_SIZES", "OFFICIAL_PLDDT_SIZES"]
+import importlib
+
+_LAZY = {
+    "FoldingConfig": "config",
+    "PLDDTConfig": "config",
+    "OFFICIAL_SIZES": "config",
+    "OFFICIAL_PLDDT_SIZES": "config",
+    "FoldingDiT": "folding",
+    "PLDDTHead": "plddt",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"simplefold.model.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'simplefold.model' has no attribute {name!r}")

@@ -1,10 +1,10 @@
-"""Positional / time encodings of SimpleFold and their constant tables (spec §1.3–§1.4).
+"""Positional / time encodings of SimpleFold and their constant tables.
 
-The constant tables are numpy float32 arrays computed on the host in the same float32 operation
-order as the official torch code (its ``linspace`` as ``start + step*i``, float32 products and
-divisions); transcendental functions are evaluated in float64 and rounded once. Phases reach
-|position| x frequency ~ 1e4-1e5, so a one-ulp difference in a frequency is visible; see
-``tests/test_model.py`` for the comparison against the official tables.
+The tables follow the official ``model/torch/pos_embed.py`` and ``model/torch/layers.py`` of
+apple/ml-simplefold bit for bit: :mod:`simplefold.model.torch_tables` holds them as PyTorch
+computed them for every width in use. For other widths the NumPy fallbacks below reproduce torch's
+``linspace`` exactly (:func:`~simplefold.model.torch_tables.torch_linspace_f32`) and evaluate
+``**`` / ``exp`` correctly rounded, which is within one ulp of torch's SLEEF kernels.
 """
 
 from __future__ import annotations
@@ -15,56 +15,63 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from simplefold.model import torch_tables
+from simplefold.model.torch_tables import torch_linspace_f32
+
 _F32 = np.float32
-
-
-def torch_linspace_f32(start: float, end: float, steps: int) -> np.ndarray:
-    """float32 ``linspace`` as ``start + step*i`` with ``step = (end-start)/(steps-1)`` in float32."""
-    start32, end32 = _F32(start), _F32(end)
-    if steps == 1:
-        return np.array([start32], dtype=_F32)
-    step = _F32((end32 - start32) / _F32(steps - 1))
-    return (start32 + step * np.arange(steps, dtype=_F32)).astype(_F32)
 
 
 def _pow_f32(base: float, x: np.ndarray) -> np.ndarray:
     return np.power(np.float64(base), x.astype(np.float64)).astype(_F32)
 
 
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, _F32)
+    a.setflags(write=False)
+    return a
+
+
 @functools.lru_cache(maxsize=None)
 def fourier_freq_bands(num_freqs: int = 128, min_freq_log2: float = 0.0, max_freq_log2: float = 12.0) -> np.ndarray:
     """``2 ** linspace(min, max, num_freqs)`` (float32). The official value is also a checkpoint buffer."""
-    out = _pow_f32(2.0, torch_linspace_f32(min_freq_log2, max_freq_log2, num_freqs))
-    out.setflags(write=False)
-    return out
+    shipped = torch_tables.lookup(
+        "fourier_freq_bands", num_freqs=num_freqs, min_freq_log2=min_freq_log2, max_freq_log2=max_freq_log2
+    )
+    if shipped is not None:
+        return shipped
+    return _frozen(_pow_f32(2.0, torch_linspace_f32(min_freq_log2, max_freq_log2, num_freqs)))
 
 
 @functools.lru_cache(maxsize=None)
 def timestep_freqs(half: int = 128, max_period: float = 10000.0) -> np.ndarray:
     """``exp(-ln(max_period) * k / half)`` for k = 0..half-1 (float32 argument, as torch forms it)."""
+    shipped = torch_tables.lookup("timestep_freqs", half=half, max_period=max_period)
+    if shipped is not None:
+        return shipped
     arg = (_F32(-math.log(max_period)) * np.arange(half, dtype=_F32)) / _F32(half)
-    out = np.exp(arg.astype(np.float64)).astype(_F32)
-    out.setflags(write=False)
-    return out
+    return _frozen(np.exp(arg.astype(np.float64)))
 
 
 @functools.lru_cache(maxsize=None)
 def abs_pe_omega(embed_dim: int, max_wavelength: float = 224.0) -> np.ndarray:
     """``pi * 2 ** linspace(0, log2(max_wavelength) - 1, embed_dim // 2)`` (float32), shape (D/2,)."""
-    lin = torch_linspace_f32(0.0, math.log(max_wavelength, 2) - 1, embed_dim // 2)
-    out = (_pow_f32(2.0, lin) * _F32(math.pi)).astype(_F32)
-    out.setflags(write=False)
-    return out
+    n = embed_dim // 2
+    shipped = torch_tables.lookup("abs_pe_omega", n=n, max_wavelength=max_wavelength)
+    if shipped is not None:
+        return shipped
+    lin = torch_linspace_f32(0.0, math.log(max_wavelength, 2) - 1, n)
+    return _frozen(_pow_f32(2.0, lin) * _F32(math.pi))
 
 
 @functools.lru_cache(maxsize=None)
 def rope_freqs(head_dim: int, in_dim: int = 4, base: float = 100.0) -> np.ndarray:
     """Per-axis axial-RoPE frequencies ``1 / base ** (k / head_dim)``, k = 0, 2*in_dim, ...; shape (hd // (2*in_dim),)."""
+    shipped = torch_tables.lookup("rope_freqs", head_dim=head_dim, in_dim=in_dim, base=base)
+    if shipped is not None:
+        return shipped
     interval = 2 * in_dim
     k = np.arange(0, head_dim, interval, dtype=_F32)[: head_dim // interval]
-    out = (_F32(1.0) / _pow_f32(base, k / _F32(head_dim))).astype(_F32)
-    out.setflags(write=False)
-    return out
+    return _frozen(_F32(1.0) / _pow_f32(base, k / _F32(head_dim)))
 
 
 def fourier_encode(pos: jnp.ndarray, freq_bands: jnp.ndarray) -> jnp.ndarray:

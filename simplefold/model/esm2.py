@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from simplefold.model import torch_tables
 from simplefold.residues import ESM_ALPHABET, ESM_MASK, ESM_PAD
 
 #: fair-esm's training mask ratio (15% of tokens chosen, 80% of those replaced by <mask>).
@@ -95,7 +96,14 @@ class RotaryInvFreq(nnx.Variable):
 
 
 def rotary_inv_freq(head_dim: int) -> np.ndarray:
-    """fair-esm's ``1 / 10000**(arange(0, head_dim, 2) / head_dim)`` in float32, shape (head_dim/2,)."""
+    """fair-esm's ``1 / 10000**(arange(0, head_dim, 2) / head_dim)`` in float32, shape (head_dim/2,).
+
+    As torch computes it (:mod:`simplefold.model.torch_tables`) where shipped; otherwise
+    correctly rounded (within one ulp). Checkpoints carry this buffer, which takes precedence.
+    """
+    shipped = torch_tables.lookup("esm_rotary_inv_freq", head_dim=head_dim)
+    if shipped is not None:
+        return np.array(shipped)
     exponent = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)
     return (np.float32(1.0) / (np.float32(10000.0) ** exponent)).astype(np.float32)
 

@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from simplefold.model import embeddings as emb
+from simplefold.model import torch_tables
 from simplefold.model.config import PLDDTConfig
 from simplefold.model.folding import TOKEN_POSITION_KEYS
 from simplefold.reproducible import stable_jit
@@ -24,7 +25,15 @@ from simplefold.model.layers import AttnContext, BlockStack, TransformerBlock, d
 
 
 def plddt_bin_centers(num_bins: int) -> np.ndarray:
-    """Bin centres (b + 0.5) / num_bins, float32."""
+    """Bin centres (b + 0.5) / num_bins in float32, shape (num_bins,).
+
+    The official ``compute_aggregated_metric`` builds them with ``torch.arange(0.5 w, 1, w)``,
+    whose vectorised CPU kernel rounds some entries differently from the exact centre (11 of 50
+    by one ulp); the shipped torch table is used where there is one.
+    """
+    shipped = torch_tables.lookup("plddt_bin_centres", num_bins=num_bins, end=1.0)
+    if shipped is not None:
+        return np.array(shipped)
     return ((np.arange(num_bins, dtype=np.float64) + 0.5) / num_bins).astype(np.float32)
 
 
