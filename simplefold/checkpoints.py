@@ -39,6 +39,7 @@ from simplefold.model.config import (
 )
 from simplefold.model.folding import FoldingDiT, FoldingModel
 from simplefold.model.plddt import PLDDTHead, PLDDTModel
+from simplefold.model.precision import cast_for_inference, with_precision
 from simplefold.torch_io import CheckpointError, UnsafeCheckpointError, open_state_dict
 
 logger = logging.getLogger(__name__)
@@ -244,23 +245,27 @@ def _merge(graphdef, state, flat_values: dict[str, Any]):
     return nnx.merge(graphdef, state)
 
 
-def load_official_module(ckpt_path, arch) -> FoldingDiT:
-    """Official folding ``.ckpt`` -> ``FoldingDiT`` (eager module, float32 params)."""
-    cfg = folding_config(arch)
+def _precise(cfg, precision):
+    return cfg if precision is None else with_precision(cfg, precision)
+
+
+def load_official_module(ckpt_path, arch, precision: str | None = None) -> FoldingDiT:
+    """Official folding ``.ckpt`` -> ``FoldingDiT`` (eager module; see :func:`load_official_model`)."""
+    cfg = _precise(folding_config(arch), precision)
     graphdef, state, flat = _flat_abstract(lambda: FoldingDiT(cfg, rngs=nnx.Rngs(0)))
     bands = emb.fourier_freq_bands(cfg.fourier_num_freqs, cfg.fourier_min_freq_log2, cfg.fourier_max_freq_log2)
     values = _convert(ckpt_path, folding_key_map(cfg), flat, bands)
-    return _merge(graphdef, state, values)
+    return cast_for_inference(_merge(graphdef, state, values))
 
 
-def load_official_plddt_module(ckpt_path, arch) -> PLDDTHead:
+def load_official_plddt_module(ckpt_path, arch, precision: str | None = None) -> PLDDTHead:
     """Official pLDDT ``.ckpt`` -> ``PLDDTHead``."""
-    cfg = plddt_config(arch)
+    cfg = _precise(plddt_config(arch), precision)
     graphdef, state, flat = _flat_abstract(lambda: PLDDTHead(cfg, rngs=nnx.Rngs(0)))
-    return _merge(graphdef, state, _convert(ckpt_path, plddt_key_map(cfg), flat))
+    return cast_for_inference(_merge(graphdef, state, _convert(ckpt_path, plddt_key_map(cfg), flat)))
 
 
-def load_official_model(ckpt_path, arch) -> FoldingModel:
+def load_official_model(ckpt_path, arch, precision: str | None = None) -> FoldingModel:
     """Load an official SimpleFold folding checkpoint without torch.
 
     Args:
@@ -268,17 +273,20 @@ def load_official_model(ckpt_path, arch) -> FoldingModel:
       arch: "simplefold_100M" | "simplefold_360M" | "simplefold_700M" | "simplefold_1.1B" |
         "simplefold_1.6B" | "simplefold_3B", or a dict with the keys of an official-model json
         ``summary``, or a ``FoldingConfig``.
+      precision: "float32" (faithful; the default for names and summaries) or "bfloat16" (mixed:
+        bf16 matmul inputs and stored kernels, float32 accumulation, norms, softmax and outputs;
+        see ``simplefold.model.precision``). None keeps a given ``FoldingConfig``'s dtype.
     Returns:
       ``FoldingModel``: ``model(noised_pos, t, feats) -> {"predict_velocity", "latent"}`` (jitted).
     Raises:
       CheckpointError: unreadable file, missing/unexpected key or shape mismatch (names the key).
     """
-    return FoldingModel(load_official_module(ckpt_path, arch))
+    return FoldingModel(load_official_module(ckpt_path, arch, precision))
 
 
-def load_official_plddt(ckpt_path, arch="plddt_1.6B") -> PLDDTModel:
+def load_official_plddt(ckpt_path, arch="plddt_1.6B", precision: str | None = None) -> PLDDTModel:
     """Load the official pLDDT head (``plddt_module_1.6B.ckpt``); ``head(latent, feats)`` (jitted)."""
-    return PLDDTModel(load_official_plddt_module(ckpt_path, arch))
+    return PLDDTModel(load_official_plddt_module(ckpt_path, arch, precision))
 
 
 # ----------------------------------------------------------------------------- Orbax
@@ -302,8 +310,12 @@ def save_converted(model, directory) -> pathlib.Path:
     return directory
 
 
-def load_converted(directory) -> FoldingModel | PLDDTModel:
-    """Load a model written by ``save_converted`` / ``convert_official`` (no torch file needed)."""
+def load_converted(directory, precision: str | None = None) -> FoldingModel | PLDDTModel:
+    """Load a model written by ``save_converted`` / ``convert_official`` (no torch file needed).
+
+    ``precision`` ("float32" / "bfloat16", see :func:`load_official_model`) overrides the compute
+    dtype saved in ``config.json``; None keeps it.
+    """
     import orbax.checkpoint as ocp
 
     directory = pathlib.Path(directory).expanduser().resolve()
@@ -312,13 +324,14 @@ def load_converted(directory) -> FoldingModel | PLDDTModel:
         cfg = config_from_dict(json.loads(cfg_path.read_text()))
     except (OSError, ValueError, TypeError) as e:
         raise CheckpointError(f"{cfg_path}: cannot read model config ({e})") from e
+    cfg = _precise(cfg, precision)
     cls, wrapper = (FoldingDiT, FoldingModel) if isinstance(cfg, FoldingConfig) else (PLDDTHead, PLDDTModel)
     graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: cls(cfg, rngs=nnx.Rngs(0))))
     try:
         state = ocp.StandardCheckpointer().restore(directory / _STATE_DIR, abstract_state)
     except Exception as e:  # orbax raises assorted types for a missing/corrupt directory
         raise CheckpointError(f"{directory / _STATE_DIR}: cannot restore model state ({e})") from e
-    return wrapper(nnx.merge(graphdef, state))
+    return wrapper(cast_for_inference(nnx.merge(graphdef, state)))
 
 
 def convert_official(ckpt_path, arch, out_dir) -> pathlib.Path:

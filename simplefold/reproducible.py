@@ -48,8 +48,9 @@ class StableJit:
     ``.lower(...)`` like the function ``jax.jit`` returns.
     """
 
-    def __init__(self, fun: Callable[..., Any], **jit_kwargs: Any):
+    def __init__(self, fun: Callable[..., Any], *, reproducible: bool = True, **jit_kwargs: Any):
         self._fun = fun
+        self._reproducible = reproducible
         self._jit_kwargs = jit_kwargs
         self._by_backend: dict[str, Any] = {}
         self.__wrapped__ = fun
@@ -59,7 +60,7 @@ class StableJit:
         backend = jax.default_backend()
         jitted = self._by_backend.get(backend)
         if jitted is None:
-            options = dict(CPU_COMPILER_OPTIONS) if backend == "cpu" else None
+            options = dict(CPU_COMPILER_OPTIONS) if backend == "cpu" and self._reproducible else None
             jitted = jax.jit(self._fun, compiler_options=options, **self._jit_kwargs)
             self._by_backend[backend] = jitted
         return jitted
@@ -76,6 +77,17 @@ def stable_jit(fun: Callable[..., Any] | None = None, **jit_kwargs: Any) -> Any:
     if fun is None:
         return lambda f: StableJit(f, **jit_kwargs)
     return StableJit(fun, **jit_kwargs)
+
+
+def precision_jit(fun: Callable[..., Any], precision: str, **jit_kwargs: Any) -> StableJit:
+    """:func:`stable_jit` for float32 networks; plain ``jax.jit`` options for mixed bfloat16.
+
+    XLA:CPU runs bf16 products on the CPU's bf16 dot units only inside YNN fusions — with them
+    off it converts both operands to float32 first, so bf16 would be no faster than float32.
+    Mixed precision therefore gives up the bit-identity across chunks and buckets (samples agree
+    to bf16 rounding), which float32 keeps.
+    """
+    return StableJit(fun, reproducible=precision == "float32", **jit_kwargs)
 
 
 def padding_invariant_sum(x: jax.Array, axis: int) -> jax.Array:

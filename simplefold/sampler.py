@@ -33,7 +33,8 @@ import numpy as np
 
 from simplefold import flow
 from simplefold.model.config import ATTENTION_KEY_BLOCK
-from simplefold.reproducible import stable_jit
+from simplefold.model.precision import PRECISIONS, check_precision
+from simplefold.reproducible import precision_jit
 
 logger = logging.getLogger(__name__)
 
@@ -86,14 +87,20 @@ class SamplerConfig:
 class VelocityModel:
     """A pure velocity function and its parameters: the form the jitted sampler consumes.
 
-    ``fn(params, y, t, feats) -> v`` with ``y`` ``(S, N, 3)`` (model units, centred), ``t`` ``(S,)``,
-    ``feats`` the batch-1 feature dict; returns ``(S, N, 3)``. ``fn`` must be hashable and is a
-    static argument of ``jax.jit`` (use the same object across calls to reuse the compilation);
-    ``params`` is any pytree of arrays and is traced.
+    ``fn(params, y, t, ctx) -> v`` with ``y`` ``(S, N, 3)`` (model units, centred), ``t`` ``(S,)``;
+    returns ``(S, N, 3)``. ``ctx`` is ``encode(params, feats)`` when ``encode`` is given — the
+    work that depends on the protein only, done once before the steps — else the batch-1 feature
+    dict itself. ``fn`` and ``encode`` must be hashable and are static arguments of ``jax.jit``
+    (use the same objects across calls to reuse the compilation); ``params`` is any pytree of
+    arrays and is traced.
     """
 
-    fn: Callable[[Any, jax.Array, jax.Array, Mapping[str, jax.Array]], jax.Array]
+    fn: Callable[[Any, jax.Array, jax.Array, Any], jax.Array]
     params: Any = None
+    encode: Callable[[Any, Mapping[str, jax.Array]], Any] | None = None
+    #: "float32" compiles for bit-identical samples across chunks/buckets; "bfloat16" (mixed
+    #: networks) for the CPU's bf16 units (see ``simplefold.reproducible.precision_jit``)
+    precision: str = "float32"
 
 
 def _predicted_velocity(out: Any) -> jax.Array:
@@ -102,14 +109,32 @@ def _predicted_velocity(out: Any) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class _NNXVelocity:
-    """Velocity of an ``nnx.Module`` given as (graphdef [static], state [traced])."""
+    """Velocity of an ``nnx.Module`` given as (graphdef [static], state [traced]).
+
+    With ``split`` the module has ``encode(feats)`` / ``denoise(ctx, y, t)`` (``FoldingDiT``) and
+    this is the ``denoise`` half; otherwise the module is called as ``module(y, t, feats)``.
+    """
+
+    graphdef: Any
+    split: bool = False
+
+    def __call__(self, state, y, t, ctx):
+        from flax import nnx
+
+        module = nnx.merge(self.graphdef, state)
+        return _predicted_velocity(module.denoise(ctx, y, t) if self.split else module(y, t, ctx))
+
+
+@dataclasses.dataclass(frozen=True)
+class _NNXEncode:
+    """The ``encode(feats)`` half of a split module (see :class:`_NNXVelocity`)."""
 
     graphdef: Any
 
-    def __call__(self, state, y, t, feats):
+    def __call__(self, state, feats):
         from flax import nnx
 
-        return _predicted_velocity(nnx.merge(self.graphdef, state)(y, t, feats))
+        return nnx.merge(self.graphdef, state).encode(feats)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,14 +164,21 @@ def as_velocity_model(model: Any) -> VelocityModel:
     from flax import nnx
 
     if isinstance(getattr(model, "graphdef", None), nnx.GraphDef) and hasattr(model, "state"):
-        return VelocityModel(_NNXVelocity(model.graphdef), model.state)
+        return _nnx_velocity(model.graphdef, model.state, getattr(model, "module", None))
     module = model if isinstance(model, nnx.Module) else getattr(model, "module", None)
     if isinstance(module, nnx.Module):
         graphdef, state = nnx.split(module)
-        return VelocityModel(_NNXVelocity(graphdef), state)
+        return _nnx_velocity(graphdef, state, module)
     if callable(model):
         return VelocityModel(_CallableVelocity(model))
     raise TypeError(f"cannot use {type(model).__name__} as a velocity model: not callable")
+
+
+def _nnx_velocity(graphdef: Any, state: Any, module: Any) -> VelocityModel:
+    # modules with encode/denoise (FoldingDiT) do their protein-only work once, before the steps
+    split = callable(getattr(module, "encode", None)) and callable(getattr(module, "denoise", None))
+    precision = getattr(getattr(module, "config", None), "dtype", "float32")
+    return VelocityModel(_NNXVelocity(graphdef, split), state, _NNXEncode(graphdef) if split else None, precision)
 
 
 # ----------------------------------------------------------------------------- randomness
@@ -234,11 +266,12 @@ def _center_samples(y: jax.Array, pad_mask: jax.Array) -> jax.Array:
     return flow.center(y, jnp.broadcast_to(pad_mask, y.shape[:2]))
 
 
-@stable_jit(static_argnames=("velocity_fn", "replay"))
-def _sample_scan(velocity_fn, params, feats, y0, noise, time_grid, tau, w_cutoff, *, replay):
+def _sample_scan_impl(velocity_fn, encode_fn, params, feats, y0, noise, time_grid, tau, w_cutoff, *, replay):
     """Whole trajectory as one scan. ``noise`` is ε ``(T, S, N, 3)`` if ``replay`` else keys ``(S,)``."""
     pad_mask = feats["atom_pad_mask"][0]
     num_samples, num_atoms = y0.shape[0], y0.shape[1]
+    # protein-only work (atom features, ESM projection, RoPE tables, masks) once, outside the loop
+    ctx = feats if encode_fn is None else encode_fn(params, feats)
 
     def step(carry, xs):
         # The weights ride in the carry (unchanged) so that NNX modules are rebuilt from values
@@ -247,12 +280,21 @@ def _sample_scan(velocity_fn, params, feats, y0, noise, time_grid, tau, w_cutoff
         t, t_next, step_in = xs
         eps = step_in if replay else draw_step_noise(noise, step_in, num_atoms)
         y_c = _center_samples(y, pad_mask)
-        v = velocity_fn(p, y_c, jnp.full((num_samples,), t, jnp.float32), feats)
+        v = velocity_fn(p, y_c, jnp.full((num_samples,), t, jnp.float32), ctx)
         return (em_update(y_c, v.astype(jnp.float32), t, t_next, eps, tau, w_cutoff), p), None
 
     step_inputs = noise if replay else jnp.arange(time_grid.shape[0] - 1, dtype=jnp.uint32)
     (y, _), _ = jax.lax.scan(step, (y0, params), (time_grid[:-1], time_grid[1:], step_inputs))
     return y
+
+
+_SCAN_STATIC = ("velocity_fn", "encode_fn", "replay")
+_SAMPLE_SCAN = {p: precision_jit(_sample_scan_impl, p, static_argnames=_SCAN_STATIC) for p in PRECISIONS}
+
+
+def _sample_scan(vm: VelocityModel):
+    """The compiled trajectory for ``vm``'s precision."""
+    return _SAMPLE_SCAN[check_precision(vm.precision)]
 
 
 # ----------------------------------------------------------------------------- public entry points
@@ -381,13 +423,13 @@ def sample(
             if n_real < chunk_size:  # pad the last chunk so every chunk reuses one compilation
                 kc = jnp.concatenate([kc, jnp.broadcast_to(kc[-1:], (chunk_size - n_real,))])
             y0 = draw_initial_noise(kc, n_atoms)
-            chunks.append(_sample_scan(vm.fn, vm.params, f1, y0, kc, grid, tau_a, cut_a, replay=False)[:n_real])
+            chunks.append(_sample_scan(vm)(vm.fn, vm.encode, vm.params, f1, y0, kc, grid, tau_a, cut_a, replay=False)[:n_real])
         return jnp.concatenate(chunks, axis=0)
 
     y0 = initial_noise if initial_noise is not None else draw_initial_noise(keys, n_atoms)
     if eps is not None:
-        return _sample_scan(vm.fn, vm.params, f1, y0, eps, grid, tau_a, cut_a, replay=True)
-    return _sample_scan(vm.fn, vm.params, f1, y0, keys, grid, tau_a, cut_a, replay=False)
+        return _sample_scan(vm)(vm.fn, vm.encode, vm.params, f1, y0, eps, grid, tau_a, cut_a, replay=True)
+    return _sample_scan(vm)(vm.fn, vm.encode, vm.params, f1, y0, keys, grid, tau_a, cut_a, replay=False)
 
 
 def postprocess(coords: jax.Array, atom_pad_mask: jax.Array) -> jax.Array:
@@ -465,7 +507,7 @@ def memory_stats(model: Any, feats: Mapping[str, Any], num_samples: int, num_ste
     keys = sample_keys(0, "memory", num_samples)
     grid = jnp.asarray(SamplerConfig(num_steps=num_steps).time_grid())
     y0 = jax.ShapeDtypeStruct((num_samples, n, 3), jnp.float32)
-    lowered = _sample_scan.lower(vm.fn, vm.params, f1, y0, keys, grid, jnp.float32(0), jnp.float32(1), replay=False)
+    lowered = _sample_scan(vm).lower(vm.fn, vm.encode, vm.params, f1, y0, keys, grid, jnp.float32(0), jnp.float32(1), replay=False)
     stats = lowered.compile().memory_analysis()
     out = {
         "argument": int(stats.argument_size_in_bytes),

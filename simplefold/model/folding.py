@@ -1,4 +1,4 @@
-"""``FoldingDiT``: the SimpleFold flow-matching network in Flax NNX (spec §1.2).
+"""``FoldingDiT``: the SimpleFold flow-matching network in Flax NNX (official ``model/torch/architecture.py``).
 
 Call convention (as the official model)::
 
@@ -27,6 +27,7 @@ bucket padding.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,7 +37,7 @@ import numpy as np
 from flax import nnx
 
 from simplefold.model import embeddings as emb
-from simplefold.reproducible import stable_jit
+from simplefold.reproducible import precision_jit
 from simplefold.model.config import (
     NUM_CHAR_CLASSES,
     NUM_MOL_TYPES,
@@ -160,16 +161,24 @@ class FoldingDiT(nnx.Module):
         self.final_layer = FinalLayer(Da, cfg.output_channels, D, dtype=dt, rngs=rngs)
 
     # ------------------------------------------------------------------
-    def condition(self, t: jnp.ndarray, max_num_tokens: jnp.ndarray) -> jnp.ndarray:
-        """c = TimestepEmbedder(t) + LayerNorm(Linear(log(max_num_tokens))); (B, D) float32."""
+    def time_condition(self, t: jnp.ndarray) -> jnp.ndarray:
+        """TimestepEmbedder(t): (B,) -> (B, D) float32."""
         cfg = self.config
         freqs = jnp.asarray(emb.timestep_freqs(cfg.time_embed_dim // 2, cfg.time_max_period))
         h = self.time_embedder_0(emb.timestep_encode(t, freqs))
-        c = self.time_embedder_2(jax.nn.silu(h)).astype(jnp.float32)
-        return c + self.length_embedder(jnp.log(max_num_tokens)[:, None])
+        return self.time_embedder_2(jax.nn.silu(h)).astype(jnp.float32)
+
+    def length_condition(self, max_num_tokens: jnp.ndarray) -> jnp.ndarray:
+        """LayerNorm(Linear(log(max_num_tokens))): (Bf,) -> (Bf, D) float32."""
+        return self.length_embedder(jnp.log(max_num_tokens)[:, None])
 
     def atom_features(self, f: Mapping[str, jnp.ndarray], weight: jnp.ndarray) -> jnp.ndarray:
-        """Projected per-atom features (feature batch), spec §1.2 step 4 -> (Bf, N, D)."""
+        """Projected per-atom features (feature batch) -> (Bf, N, D).
+
+        The official concatenation (``model/torch/architecture.py``, ``FoldingDiT.forward``):
+        Fourier(ref_pos), residue features of the atom's token, absolute PE of its token index,
+        charge, pad mask, element one-hot, atom-name characters.
+        """
         cfg = self.config
         Bf, N = f["ref_pos"].shape[:2]
         mol = jax.nn.one_hot(f["mol_type"], NUM_MOL_TYPES, dtype=jnp.float32)
@@ -199,8 +208,88 @@ class FoldingDiT(nnx.Module):
         return f["res_type"] @ self.res_type_embedding[...]
 
     # ------------------------------------------------------------------
+    def encode(self, feats: Mapping[str, Any]) -> "FoldingContext":
+        """Everything that depends on the protein only (not on the coordinates or t).
+
+        A sampler computes this once per protein and calls :meth:`denoise` at every step.
+
+        Args:
+          feats: official feature dict (or ``FoldingModel.prepare`` output), feature batch Bf.
+        Returns:
+          a :class:`FoldingContext` of feature-batch arrays.
+        """
+        cfg = self.config
+        f = _device_features(feats, cfg.condition)
+        N = f["ref_pos"].shape[1]
+        weight = f["atom_to_token_weight"] * f["atom_slot_mask"]  # (Bf, N) pooling weight
+        atom_pe_pos = jnp.concatenate([f["ref_space_uid"][..., None], f["ref_pos"]], axis=-1)
+        token_pe_pos = jnp.stack([f[k] for k in TOKEN_POSITION_KEYS], axis=-1)
+        a_cos, a_sin = emb.rope_cos_sin(atom_pe_pos, jnp.asarray(emb.rope_freqs(cfg.atom_head_dim, cfg.rope_in_dim, cfg.rope_base)))
+        t_cos, t_sin = emb.rope_cos_sin(token_pe_pos, jnp.asarray(emb.rope_freqs(cfg.head_dim, cfg.rope_in_dim, cfg.rope_base)))
+        return FoldingContext(
+            length_c=self.length_condition(f["max_num_tokens"]),
+            atom_feat=self.atom_features(f, weight),
+            res_cond=self.esm_s_proj(self.residue_condition(f)),
+            weight=weight,
+            atom_to_token_idx=f["atom_to_token_idx"],
+            atom_ctx=AttnContext(
+                a_cos, a_sin,
+                window_bias=local_window_bias(N, cfg.n_queries, cfg.n_keys, f.get("_atom_key_mask")),
+                n_queries=cfg.n_queries, n_keys=cfg.n_keys,
+            ),
+            token_ctx=AttnContext(t_cos, t_sin, key_mask=f.get("_token_key_mask")),
+        )
+
+    def denoise(self, ctx: "FoldingContext", noised_pos, t) -> dict[str, jnp.ndarray]:
+        """Velocity at (noised_pos, t) for the protein encoded in ``ctx``.
+
+        Args:
+          ctx: :meth:`encode` of the features (batch Bf = 1 or B).
+          noised_pos: (B, N, 3) model units (Å/16).
+          t: (B,) flow time in [0, 1] (1 = data).
+        Returns:
+          dict with "predict_velocity" (B, N, 3) float32 and "latent" (B, M, D) float32.
+        """
+        cfg = self.config
+        x = jnp.asarray(noised_pos, jnp.float32)
+        t = jnp.asarray(t, jnp.float32)
+        B, N, _ = x.shape
+        Bf, M = ctx.res_cond.shape[:2]
+        if ctx.atom_feat.shape[1] != N:
+            raise ValueError(f"noised_pos has {N} atoms but features have {ctx.atom_feat.shape[1]}")
+        if Bf not in (1, B):
+            raise ValueError(f"feature batch {Bf} must be 1 or equal to the coordinate batch {B}")
+
+        c = self.time_condition(t) + ctx.length_c  # (B, D); Bf = 1 broadcasts
+        c = jnp.broadcast_to(c, (B, c.shape[-1]))
+
+        # atom encoder input
+        atom_feat = jnp.broadcast_to(ctx.atom_feat, (B, N, cfg.hidden_size))
+        atom_coord = self.atom_pos_proj(emb.fourier_encode(x, self.freq_bands[...]))
+        atom_in = self.atom_in_proj(jnp.concatenate([atom_feat.astype(atom_coord.dtype), atom_coord], axis=-1))
+
+        # atom encoder
+        atom_latent = self.context2atom_proj(atom_in)
+        atom_latent = self.atom_encoder_transformer(atom_latent, self.atom_enc_cond_proj(c), ctx.atom_ctx)
+        atom_latent = self.atom2latent_proj(atom_latent)  # (B, N, D); also the skip connection
+
+        # atoms -> residues: masked mean (official: atom_to_token / (count + 1e-6), transposed product)
+        latent = _pool_atoms(atom_latent, ctx.weight, ctx.atom_to_token_idx, M)
+        res_cond = jnp.broadcast_to(ctx.res_cond, latent.shape).astype(latent.dtype)
+        latent = self.esm_cat_proj(jnp.concatenate([latent, res_cond], axis=-1)).astype(jnp.float32)
+
+        latent = self.trunk(latent, c, ctx.token_ctx)  # (B, M, D)
+
+        # residues -> atoms, skip, decoder
+        out = _gather_tokens(latent, ctx.atom_to_token_idx) * ctx.weight[..., None] + atom_latent
+        out = jax.nn.silu(self.latent2atom_proj_0(out))
+        out = self.latent2atom_proj_3(self.latent2atom_proj_2(out.astype(jnp.float32)))
+        out = self.atom_decoder_transformer(out, self.atom_dec_cond_proj(c), ctx.atom_ctx)
+        velocity = self.final_layer(out, c)
+        return {"predict_velocity": velocity, "latent": latent.astype(jnp.float32)}
+
     def __call__(self, noised_pos, t, feats: Mapping[str, Any]) -> dict[str, jnp.ndarray]:
-        """Velocity prediction.
+        """Velocity prediction: ``denoise(encode(feats), noised_pos, t)``.
 
         Args:
           noised_pos: (B, N, 3) noisy coordinates, model units (Å/16).
@@ -209,58 +298,36 @@ class FoldingDiT(nnx.Module):
         Returns:
           dict with "predict_velocity" (B, N, 3) float32 and "latent" (B, M, D) float32.
         """
-        cfg = self.config
-        f = _device_features(feats, cfg.condition)
-        x = jnp.asarray(noised_pos, jnp.float32)
-        t = jnp.asarray(t, jnp.float32)
-        B, N, _ = x.shape
-        Bf, M = f["mol_type"].shape
-        if f["ref_pos"].shape[1] != N:
-            raise ValueError(f"noised_pos has {N} atoms but features have {f['ref_pos'].shape[1]}")
-        if Bf not in (1, B):
-            raise ValueError(f"feature batch {Bf} must be 1 or equal to the coordinate batch {B}")
-        weight = f["atom_to_token_weight"] * f["atom_slot_mask"]  # (Bf, N) pooling weight
+        return self.denoise(self.encode(feats), noised_pos, t)
 
-        c = self.condition(t, f["max_num_tokens"])  # (B or Bf -> B, D)
-        c = jnp.broadcast_to(c, (B, c.shape[-1]))
 
-        # atom encoder input
-        atom_feat = jnp.broadcast_to(self.atom_features(f, weight), (B, N, cfg.hidden_size))
-        atom_coord = self.atom_pos_proj(emb.fourier_encode(x, self.freq_bands[...]))
-        atom_in = self.atom_in_proj(jnp.concatenate([atom_feat.astype(atom_coord.dtype), atom_coord], axis=-1))
+@dataclasses.dataclass(frozen=True)
+class FoldingContext:
+    """The protein-only part of a FoldingDiT forward (:meth:`FoldingDiT.encode`), feature batch Bf.
 
-        # RoPE tables and attention contexts (feature batch)
-        atom_pe_pos = jnp.concatenate([f["ref_space_uid"][..., None], f["ref_pos"]], axis=-1)
-        token_pe_pos = jnp.stack([f[k] for k in TOKEN_POSITION_KEYS], axis=-1)
-        a_cos, a_sin = emb.rope_cos_sin(atom_pe_pos, jnp.asarray(emb.rope_freqs(cfg.atom_head_dim, cfg.rope_in_dim, cfg.rope_base)))
-        t_cos, t_sin = emb.rope_cos_sin(token_pe_pos, jnp.asarray(emb.rope_freqs(cfg.head_dim, cfg.rope_in_dim, cfg.rope_base)))
-        atom_ctx = AttnContext(
-            a_cos, a_sin,
-            window_bias=local_window_bias(N, cfg.n_queries, cfg.n_keys, f.get("_atom_key_mask")),
-            n_queries=cfg.n_queries, n_keys=cfg.n_keys,
-        )
-        token_ctx = AttnContext(t_cos, t_sin, key_mask=f.get("_token_key_mask"))
+    Attributes:
+      length_c: (Bf, D) length conditioning, added to the time embedding.
+      atom_feat: (Bf, N, D) projected atom features.
+      res_cond: (Bf, M, D) projected ESM (or residue-embedding) conditioning.
+      weight: (Bf, N) atom -> token pooling weight (0 for padded slots).
+      atom_to_token_idx: (Bf, N) int32 token of each atom slot.
+      atom_ctx, token_ctx: attention contexts (RoPE tables, local window bias, key mask).
+    """
 
-        # atom encoder
-        atom_latent = self.context2atom_proj(atom_in)
-        atom_latent = self.atom_encoder_transformer(atom_latent, self.atom_enc_cond_proj(c), atom_ctx)
-        atom_latent = self.atom2latent_proj(atom_latent)  # (B, N, D); also the skip connection
+    length_c: jnp.ndarray
+    atom_feat: jnp.ndarray
+    res_cond: jnp.ndarray
+    weight: jnp.ndarray
+    atom_to_token_idx: jnp.ndarray
+    atom_ctx: AttnContext
+    token_ctx: AttnContext
 
-        # atoms -> residues: masked mean (official: atom_to_token / (count + 1e-6), transposed product)
-        latent = _pool_atoms(atom_latent, weight, f["atom_to_token_idx"], M)
-        res_cond = self.esm_s_proj(self.residue_condition(f))  # (Bf, M, D)
-        res_cond = jnp.broadcast_to(res_cond, latent.shape).astype(latent.dtype)
-        latent = self.esm_cat_proj(jnp.concatenate([latent, res_cond], axis=-1)).astype(jnp.float32)
 
-        latent = self.trunk(latent, c, token_ctx)  # (B, M, D)
-
-        # residues -> atoms, skip, decoder
-        out = _gather_tokens(latent, f["atom_to_token_idx"]) * weight[..., None] + atom_latent
-        out = jax.nn.silu(self.latent2atom_proj_0(out))
-        out = self.latent2atom_proj_3(self.latent2atom_proj_2(out.astype(jnp.float32)))
-        out = self.atom_decoder_transformer(out, self.atom_dec_cond_proj(c), atom_ctx)
-        velocity = self.final_layer(out, c)
-        return {"predict_velocity": velocity, "latent": latent.astype(jnp.float32)}
+jax.tree_util.register_dataclass(
+    FoldingContext,
+    data_fields=["length_c", "atom_feat", "res_cond", "weight", "atom_to_token_idx", "atom_ctx", "token_ctx"],
+    meta_fields=[],
+)
 
 
 def _device_features(feats: Mapping[str, Any], condition: str) -> dict[str, jnp.ndarray]:
@@ -307,6 +374,30 @@ def _pool_atoms(x: jnp.ndarray, weight: jnp.ndarray, idx: jnp.ndarray, M: int) -
     return (sums / (counts[:, None] + 1e-6)).reshape(B, M, C)
 
 
+# XLA:CPU adopts a host buffer without copying when it is aligned to this many bytes
+_CPU_ALIGNMENT = 64
+_ALIGNED_COPY_MIN_BYTES = 1 << 20
+
+
+def to_device(a: np.ndarray) -> jax.Array:
+    """A host array on the default device, cheaply.
+
+    On CPU, ``jax.device_put`` copies a buffer that is not 64-byte aligned (NumPy's are usually
+    16-byte aligned) into fresh memory, which for ``esm_s`` of 128 residues (48 MB) costs ~20 ms
+    of page faults per call, a fifth of a forward pass. An aligned private copy (one ``memcpy``
+    into recycled heap memory) is adopted by XLA as is. The copy is private, so later changes to
+    ``a`` do not reach the device array.
+    """
+    a = np.asarray(a)
+    if a.nbytes < _ALIGNED_COPY_MIN_BYTES or jax.default_backend() != "cpu":
+        return jnp.asarray(a)
+    raw = np.empty(a.nbytes + _CPU_ALIGNMENT, np.uint8)
+    start = (-raw.ctypes.data) % _CPU_ALIGNMENT
+    buf = raw[start : start + a.nbytes].view(a.dtype).reshape(a.shape)
+    np.copyto(buf, a)
+    return jax.device_put(buf)
+
+
 class FoldingModel:
     """A ``FoldingDiT`` with a jit-compiled forward (one compilation per input shape).
 
@@ -330,13 +421,13 @@ class FoldingModel:
         def _apply(state, noised_pos, t, feats):
             return nnx.merge(graphdef, state)(noised_pos, t, feats)
 
-        self.apply = stable_jit(_apply)
+        self.apply = precision_jit(_apply, module.config.dtype)
 
     def prepare(self, feats: Mapping[str, Any]) -> "PreparedFeatures":
         """Select/convert the features the network reads and put them on the device."""
         if isinstance(feats, PreparedFeatures):
             return feats
-        return PreparedFeatures({k: jnp.asarray(v) for k, v in host_features(feats, self.config.condition).items()})
+        return PreparedFeatures({k: to_device(v) for k, v in host_features(feats, self.config.condition).items()})
 
     def __call__(self, noised_pos, t, feats: Mapping[str, Any]) -> dict[str, jax.Array]:
         return self.apply(self.state, jnp.asarray(noised_pos, jnp.float32), jnp.asarray(t, jnp.float32), dict(self.prepare(feats)))

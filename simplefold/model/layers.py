@@ -1,4 +1,4 @@
-"""Building blocks of SimpleFold in Flax NNX (spec §1.3): norms, SwiGLU, attention, DiT blocks.
+"""Building blocks of SimpleFold in Flax NNX (official ``model/torch/{layers,blocks}.py``): norms, SwiGLU, attention, DiT blocks.
 
 Attention takes an *attention context* ``AttnContext`` that says how keys are visible:
 
@@ -30,9 +30,17 @@ _zeros = nnx.initializers.zeros_init()
 
 
 def dense(din: int, dout: int, *, bias: bool = True, dtype=jnp.float32, rngs: nnx.Rngs, kernel_init=None) -> nnx.Linear:
-    """``nnx.Linear`` with float32 params and ``dtype`` compute (kernel is the torch weight transposed)."""
+    """``nnx.Linear`` (kernel = the torch weight transposed) computing in ``dtype``, float32 out.
+
+    Inputs, kernel and bias are cast to ``dtype``; the product accumulates and returns float32
+    (``preferred_element_type``): bf16 inputs with a float32 result run on the CPU's and GPU's
+    bf16 dot units, while a bf16 result takes a slow path on XLA:CPU. Params are float32 unless
+    cast for storage (``simplefold.model.precision``).
+    """
     kw = {} if kernel_init is None else {"kernel_init": kernel_init}
-    return nnx.Linear(din, dout, use_bias=bias, dtype=dtype, param_dtype=jnp.float32, rngs=rngs, **kw)
+    return nnx.Linear(
+        din, dout, use_bias=bias, dtype=dtype, param_dtype=jnp.float32, preferred_element_type=jnp.float32, rngs=rngs, **kw
+    )
 
 
 def layer_norm(dim: int, *, affine: bool, rngs: nnx.Rngs) -> nnx.LayerNorm:
@@ -140,7 +148,7 @@ def local_attention(q, k, v, bias, n_queries: int, n_keys: int) -> jnp.ndarray:
       q, k, v: (B, N, H, hd).
       bias: (B or 1, nb, n_keys) from ``local_window_bias``.
     Returns:
-      (B, N, H, hd).
+      (B, N, H, hd) float32.
     """
     B, N, H, hd = q.shape
     nb = bias.shape[1]
@@ -155,7 +163,7 @@ def local_attention(q, k, v, bias, n_queries: int, n_keys: int) -> jnp.ndarray:
     logits = jnp.einsum("bnqhd,bnkhd->bnhqk", qb, kw, preferred_element_type=jnp.float32)
     logits = logits * jnp.float32(hd ** -0.5) + bias[:, :, None, None, :]
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bnhqk,bnkhd->bnqhd", probs, vw)
+    out = jnp.einsum("bnhqk,bnkhd->bnqhd", probs, vw, preferred_element_type=jnp.float32)
     return out.reshape(B, nb * n_queries, H, hd)[:, :N]
 
 
@@ -173,7 +181,7 @@ def dense_attention(q, k, v, key_mask=None) -> jnp.ndarray:
       q, k, v: (B, L, H, hd).
       key_mask: (B or 1, L) bool, or None (all keys visible).
     Returns:
-      (B, L, H, hd), dtype of v.
+      (B, L, H, hd) float32.
     """
     B, L, H, hd = q.shape
     nb = -(-L // ATTENTION_KEY_BLOCK)
@@ -194,7 +202,7 @@ def dense_attention(q, k, v, key_mask=None) -> jnp.ndarray:
         v.reshape(B, nb, ATTENTION_KEY_BLOCK, H, hd),
         preferred_element_type=jnp.float32,
     )
-    return padding_invariant_sum(partial, axis=0)[0].astype(v.dtype)
+    return padding_invariant_sum(partial, axis=0)[0]
 
 
 class Attention(nnx.Module):
@@ -203,6 +211,7 @@ class Attention(nnx.Module):
     def __init__(self, width: int, num_heads: int, *, dtype, rngs: nnx.Rngs):
         self.num_heads = num_heads
         self.head_dim = width // num_heads
+        self.compute_dtype = jnp.dtype(dtype)
         self.qkv = dense(width, 3 * width, bias=False, dtype=dtype, rngs=rngs, kernel_init=_xavier)
         self.proj = dense(width, width, bias=True, dtype=dtype, rngs=rngs, kernel_init=_xavier)
         self.q_norm = RMSNorm(self.head_dim)
@@ -212,8 +221,11 @@ class Attention(nnx.Module):
         B, L, W = x.shape
         qkv = self.qkv(x).reshape(B, L, 3, self.num_heads, self.head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        q = self.q_norm(apply_rope(q, ctx.cos, ctx.sin))
-        k = self.k_norm(apply_rope(k, ctx.cos, ctx.sin))
+        # RoPE and the q/k norms in float32; the two attention products in the compute dtype
+        cd = self.compute_dtype
+        q = self.q_norm(apply_rope(q, ctx.cos, ctx.sin)).astype(cd)
+        k = self.k_norm(apply_rope(k, ctx.cos, ctx.sin)).astype(cd)
+        v = v.astype(cd)
         if ctx.n_queries:
             out = local_attention(q, k, v, ctx.window_bias, ctx.n_queries, ctx.n_keys)
         else:

@@ -20,7 +20,7 @@ from simplefold.model import embeddings as emb
 from simplefold.model import torch_tables
 from simplefold.model.config import PLDDTConfig
 from simplefold.model.folding import TOKEN_POSITION_KEYS
-from simplefold.reproducible import stable_jit
+from simplefold.reproducible import precision_jit
 from simplefold.model.layers import AttnContext, BlockStack, TransformerBlock, dense, layer_norm
 
 
@@ -91,7 +91,7 @@ class PLDDTModel:
         def _apply(state, latent, feats):
             return nnx.merge(graphdef, state)(latent, feats)
 
-        self.apply = stable_jit(_apply)
+        self.apply = precision_jit(_apply, module.config.dtype)
 
     def __call__(self, latent, feats: Mapping[str, Any]) -> dict[str, jax.Array]:
         keys = TOKEN_POSITION_KEYS + (("token_pad_mask",) if "token_pad_mask" in feats else ())

@@ -1,0 +1,53 @@
+"""Numeric precision of the networks: faithful float32, or mixed bfloat16.
+
+``"float32"`` (default) reproduces the official float32 numerics. ``"bfloat16"`` is the mixed
+mode: matrix-product and attention *inputs* in bfloat16 with float32 accumulation and results
+(``preferred_element_type``), while LayerNorm / RMSNorm statistics, softmax, RoPE, the residual
+stream, the time/length conditioning, the sampler state and every output stay float32. It is a
+construction-time setting of the modules (``FoldingConfig.dtype`` / ``PLDDTConfig.dtype``).
+
+For inference the matmul kernels are also *stored* in bfloat16 (:func:`cast_for_inference`),
+which halves the weights' memory; training keeps float32 master weights and casts per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+PRECISIONS = ("float32", "bfloat16")
+DEFAULT_PRECISION = "float32"
+
+
+def check_precision(precision: str | None) -> str:
+    """``precision`` validated (None -> the default)."""
+    p = DEFAULT_PRECISION if precision is None else str(precision)
+    if p not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return p
+
+
+def with_precision(config: Any, precision: str | None) -> Any:
+    """A model config (``FoldingConfig`` / ``PLDDTConfig``) with its compute dtype set to ``precision``."""
+    return dataclasses.replace(config, dtype=check_precision(precision))
+
+
+def cast_for_inference(module: Any) -> Any:
+    """Store the matmul kernels of ``module`` (an ``nnx.Module``) in its compute dtype, in place.
+
+    Only ``kernel`` parameters of linear layers are cast (they dominate the weights and are cast
+    to the compute dtype before every product anyway); norms, biases and embeddings stay float32.
+    A float32 module is returned unchanged.
+    """
+    import jax.numpy as jnp
+    from flax import nnx
+
+    dtype = jnp.dtype(module.config.dtype)
+    if dtype == jnp.float32:
+        return module
+    state = nnx.state(module, nnx.Param)
+    for path, var in nnx.to_flat_state(state):
+        if path and path[-1] == "kernel":
+            var.set_value(var.get_value().astype(dtype))
+    nnx.update(module, state)
+    return module
