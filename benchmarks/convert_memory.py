@@ -1,7 +1,7 @@
 """Peak memory of converting an ESM2 checkpoint to simplefold's Orbax layout.
 
 Writes a synthetic ESM2-like checkpoint (random float16 weights, the released fair-esm layout,
-default ~400 MB) with the torch-free test writer, converts it with
+default ~400 MB) with the torch-free writer (``simplefold.devtools.torch_writer``), converts it with
 ``simplefold.esm.convert_official_esm2`` in a fresh subprocess, and reports that subprocess's
 peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) against the file size. A second
 subprocess that only imports the same modules gives the baseline (jax, orbax, ...).
@@ -24,7 +24,7 @@ import tempfile
 
 import numpy as np
 
-from tests.torch_writer import LazyArray, save_torch_zip
+from simplefold.devtools.torch_writer import LazyArray, save_torch_zip
 
 _MEASURE = r"""
 import json, resource, sys

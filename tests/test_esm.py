@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import PARITY
-from torch_writer import save_torch_zip
+from simplefold.devtools.torch_writer import save_torch_zip
 
 from simplefold import esm as esm_mod
 from simplefold import residues

@@ -28,7 +28,7 @@ from simplefold.model import torch_tables
 from simplefold.model.esm2 import rotary_inv_freq
 from simplefold.model.plddt import plddt_bin_centers
 from simplefold.model.random_init import random_state_dict, state_dict_digest
-from torch_writer import save_torch_zip
+from simplefold.devtools.torch_writer import save_torch_zip
 
 OFFICIAL = FIXTURES / "official"
 TABLES = np.load(OFFICIAL / "tables.npz")

@@ -29,21 +29,22 @@ Subcommands
   sampler          tests/fixtures/official/sampler_hd72_trpcage.npz: a 500-step τ = 0.01 run of the
                    official EMSampler with the hd72 model, every noise draw recorded.
 
-Everything runs on the CPU in float32 with one thread. Nothing here is imported by the package.
+Everything runs on the CPU in float32 with one thread. Nothing here is imported by the package. The
+official-code helpers (import, hydra build with overridden sizes, deterministic weights) are in
+``simplefold.devtools.official``, shared with ``benchmarks/gpu_side_by_side.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import math
 import pathlib
-import sys
-import types
 
 import numpy as np
+
+from simplefold.devtools import official
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PARITY = ROOT / "tests" / "fixtures" / "parity"
@@ -132,35 +133,14 @@ def package_tables(args) -> None:
 
 # ----------------------------------------------------------------------------- official modules
 def _import_official():
-    """Import the official torch modules (their package root must be on PYTHONPATH)."""
-    torch = _torch()
+    """Import the official torch modules (their package root must be on PYTHONPATH), one thread."""
     try:
-        import timm.models.vision_transformer  # noqa: F401
-    except Exception:  # noqa: BLE001
-        # blocks.py imports timm's Mlp, used only when use_swiglu=False (no official config);
-        # timm is not installable beside torch 2.13 here, so give it a placeholder
-        class _NoMlp(torch.nn.Module):
-            def __init__(self, *a, **k):
-                raise RuntimeError("timm Mlp is needed for use_swiglu=False")
-
-        mods = {n: types.ModuleType(n) for n in ("timm", "timm.models", "timm.models.vision_transformer")}
-        mods["timm.models.vision_transformer"].Mlp = _NoMlp
-        sys.modules.update(mods)
-    try:
-        from model.torch import blocks, confidence_module, layers, pos_embed  # noqa: F401
+        return official.import_official(threads=1)
     except ImportError as e:
-        raise SystemExit(f"cannot import the official modules ({e}); put <official tree>/src/simplefold on PYTHONPATH")
-    return torch
+        raise SystemExit(str(e)) from None
 
 
-@contextlib.contextmanager
-def _patched(obj, name, value):
-    old = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, old)
+_patched = official.patched
 
 
 def official_tables(args) -> None:
@@ -219,48 +199,11 @@ def _arch_variants() -> dict[str, dict]:
 
 def _official_model(sizes: dict):
     """An official FoldingDiT built from foldingdit_100M.yaml with the sizes overridden (esm2_8M features)."""
-    import hydra
-    import omegaconf
-    import model.torch  # noqa: F401
-
-    pkg = pathlib.Path(sys.modules["model.torch"].__file__).resolve().parents[2]
-    cfg = omegaconf.OmegaConf.load(pkg / "configs" / "model" / "architecture" / "foldingdit_100M.yaml")
-    d, h, da, ha = sizes["hidden_size"], sizes["num_heads"], sizes["atom_hidden"], sizes["atom_heads"]
-    cfg.hidden_size, cfg.num_heads, cfg.atom_num_heads, cfg.esm_model = d, h, ha, "esm2_8M"
-    cfg.time_embedder.hidden_size = d
-    cfg.aminoacid_pos_embedder.embed_dim = d
-    cfg.atom_hidden_size_enc = cfg.atom_hidden_size_dec = da
-    for stack, width, heads, depth in (
-        (cfg.trunk, d, h, sizes["depth"]),
-        (cfg.atom_encoder_transformer, da, ha, sizes["atom_depth"]),
-        (cfg.atom_decoder_transformer, da, ha, sizes["atom_depth"]),
-    ):
-        stack.depth = depth
-        stack.block.hidden_size = width
-        stack.block.self_attention_layer.hidden_size = width
-        stack.block.self_attention_layer.num_heads = heads
-        stack.block.self_attention_layer.pos_embedder.embed_dim = width
-        stack.block.self_attention_layer.pos_embedder.num_heads = heads
-    model = hydra.utils.instantiate(cfg).eval()
-    summary = {
-        "hidden_size": d, "num_heads": h, "head_dim": d // h, "trunk_depth": sizes["depth"],
-        "atom_hidden_size_enc": da, "atom_hidden_size_dec": da, "atom_num_heads": ha, "atom_head_dim": da // ha,
-        "atom_encoder_depth": sizes["atom_depth"], "atom_decoder_depth": sizes["atom_depth"],
-        "atom_n_queries": 32, "atom_n_keys": 128, "esm_model": "esm2_8M", "esm_s_dim": 320, "esm_num_layers": 7,
-        "mlp_ratio": 4.0, "use_swiglu": True, "rope_base": 100.0, "rope_in_dim": 4, "fourier_num_freqs": 128,
-        "fourier_max_freq_log2": 12, "use_length_condition": True, "esm_dropout_prob": 0.0, "output_channels": 3,
-    }
-    return model, summary, omegaconf.OmegaConf.to_container(cfg)
+    return official.official_model(sizes, esm_model="esm2_8M")
 
 
 def _load_random_weights(torch, model, seed: int) -> tuple[str, dict]:
-    from simplefold.model.random_init import random_state_dict, state_dict_digest
-
-    sd = model.state_dict()
-    shapes = {k: tuple(v.shape) for k, v in sd.items()}
-    weights = random_state_dict(shapes, seed=seed, freq_bands=sd["pos_embedder.freq_bands"].numpy())
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
-    return state_dict_digest(weights), {k: list(s) for k, s in shapes.items()}
+    return official.load_random_weights(model, seed)
 
 
 def _features(torch, case: str, batch: int | None = None) -> dict:

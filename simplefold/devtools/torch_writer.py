@@ -1,4 +1,4 @@
-"""Test utility: write objects holding numpy arrays in PyTorch's zip checkpoint format, without torch.
+"""Write objects holding numpy arrays in PyTorch's zip checkpoint format, without torch (tests, benchmarks).
 
 The layout is what ``torch.save`` writes (``_use_new_zipfile_serialization=True``): a zip with
 ``<stem>/data.pkl`` (pickle protocol 2; tensors as ``torch._utils._rebuild_tensor_v2`` calls whose
