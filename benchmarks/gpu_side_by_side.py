@@ -41,8 +41,10 @@ What it measures (full run; ``--smoke`` shrinks every size, see below)
 6. **Largest L for one sample** of a simplefold_3B-shaped model (random weights) in bf16, ours:
    L doubles from 4096 until a 2-step ``sample`` call (memory does not grow with the steps of the
    scan) fails with out-of-memory, then bisection to ``--probe-resolution`` (1024) residues; each
-   probe compiles anew, so the bracket is what the phase's time allows. A probe worker that dies is restarted with the bracket found
-   so far, and the L it died on counts as not fitting. Runs with XLA allowed 95 % of the GPU.
+   probe compiles anew, so the bracket is what the phase's time allows. Weights: one random
+   stream on the device (``random_module``). A probe worker that dies is restarted with the
+   bracket found so far, and the L it died on counts as not fitting. XLA may use 92 % of the GPU
+   (the rest is left to the CUDA libraries' own workspaces).
 7. The machine (``nvidia-smi``, devices seen by torch and JAX), date and versions.
 
 Weights: the deterministic random weights of ``simplefold.model.random_init`` (N(0, 1/fan_in)
@@ -72,10 +74,10 @@ from the previous case) and says so; a worker still running at its phase's end (
 stopped. Skipped cases are listed in the JSON and under the tables.
 
 ``--smoke``: a small official-shaped architecture (D = 64, 2 heads, trunk depth 2, atom width
-32, esm2_8M-sized features), L = 32 and 64, B = 1 and 2, 3-step samples at L = 32, a tiny
-"3B" stand-in probed from L = 32 to 256 with a memory-plan limit (``--probe-limit-mib``) standing
-in for the GPU's capacity (``sampler.estimate_sample_memory``, no compilation). It exercises every code path on a CPU in about a minute; its numbers
-are not benchmarks.
+32, esm2_8M-sized features), forwards at (L, B) = (32, 1) and (64, 2), 3-step samples at
+L = 32, a tiny "3B" stand-in probed from L = 64 with a stand-in capacity (``--probe-limit-mib``
+15, checked against ``sampler.estimate_sample_memory`` without compiling) in place of the
+GPU's. It exercises every code path on a CPU in about a minute; its numbers are not benchmarks.
 
 On the H200 (device tool; what to prepare first: ``benchmarks/gpu_carry.sh``)::
 
@@ -115,7 +117,7 @@ OFFICIAL_FEATURES = (
     "atom_to_token", "atom_to_token_idx", "mol_type", "res_type", "pocket_feature", "residue_index",
     "entity_id", "asym_id", "sym_id", "max_num_tokens", "esm_s",
 )
-OOM_MARKERS = ("RESOURCE_EXHAUSTED", "out of memory", "Out of memory", "OOM")
+OOM_MARKERS = ("RESOURCE_EXHAUSTED", "out of memory", "Out of memory", "OOM", "CUDA_ERROR_OUT_OF_MEMORY", "ALLOC_FAILED")
 
 
 # ======================================================================================
@@ -479,6 +481,16 @@ def _plan_bytes(compiled) -> dict:
             "plan_output_bytes": int(ma.output_size_in_bytes)}
 
 
+def _xla_flops(compiled) -> float | None:
+    """XLA's own FLOP count of a compiled call (it counts a scan's body once, not per iteration)."""
+    try:
+        ca = compiled.cost_analysis()
+        ca = ca[0] if isinstance(ca, (list, tuple)) else ca
+        return float(ca["flops"])
+    except Exception:  # noqa: BLE001  (not every backend reports it)
+        return None
+
+
 def _timed(fn, warmup: int, reps: int):
     """(first-call s, [timed s]) of ``fn()`` (which must block until its result is ready)."""
     f0 = time.perf_counter()
@@ -514,20 +526,21 @@ def _forward_case(A, jax, dev, model, case, spec, work):
     prepared = model.prepare(feats_np)
     x = jnp.asarray(noised_np[:b])
     t = jnp.asarray(t_np[:b])
-    jax.block_until_ready((x, t, prepared))
+    jax.block_until_ready((x, t, dict(prepared)))  # (a dict subclass is one pytree leaf)
     live = _mem(dev)["bytes_in_use"]
 
     def call():
         return jax.block_until_ready(model(x, t, prepared))
 
     first, times, out = _timed(call, spec["warmup"], spec["reps"])
-    plan = _plan_bytes(model.apply.lower(model.state, x, t, dict(prepared)).compile())
+    compiled = model.apply.lower(model.state, x, t, dict(prepared)).compile()  # the call's, from the cache
+    plan = _plan_bytes(compiled)
     res = {k: np.asarray(out[k]) for k in OUT_KEYS}
     r = dict(case, side="ours", N=int(noised_np.shape[1]), first_call_s=first, times_s=times,
              median_ms=1e3 * statistics.median(times), min_ms=1e3 * min(times), live_bytes_before=live, **plan,
              **{"cumulative_" + k: v for k, v in _mem(dev).items()},
              finite=bool(all(np.isfinite(v).all() for v in res.values())),
-             flops=forward_flops(model.config, case["L"], int(noised_np.shape[1]), b))
+             flops=forward_flops(model.config, case["L"], int(noised_np.shape[1]), b), xla_flops=_xla_flops(compiled))
     if live is not None and plan:
         r["peak_bytes"] = int(live + plan["plan_temp_bytes"] + plan["plan_output_bytes"])
     ref_path = official_out_path(work, case["L"], b)
@@ -546,7 +559,7 @@ def _sample_case(A, jax, dev, model, case, spec, work):
 
     feats_np, _, _ = load_inputs(work, case["L"])
     prepared = model.prepare(feats_np)
-    jax.block_until_ready(prepared)
+    jax.block_until_ready(dict(prepared))
     live = _mem(dev)["bytes_in_use"]
     key = jax.random.key(0)
 
@@ -584,10 +597,12 @@ def _trunk_case(jax, model, case, spec, work=None, prepared=None):
         return jax.block_until_ready(trunk(model.state, h, c, ctx))
 
     first, times, out = _timed(call, spec["warmup"], spec["reps"])
+    xla = _xla_flops(trunk.lower(model.state, h, c, ctx).compile())
     flops = trunk_flops(cfg, case["L"], case["B"])
     med = statistics.median(times)
     on_gpu = jax.default_backend() == "gpu"
-    emit(dict(case, side="ours", first_call_s=first, times_s=times, median_ms=1e3 * med, flops=flops,
+    emit(dict(case, side="ours", first_call_s=first, times_s=times, median_ms=1e3 * med, flops=flops, xla_flops=xla,
+              depth=cfg.depth,
               tflops_per_s=flops / med / 1e12, dtype=cfg.dtype,
               mfu=(flops / med / (spec["peak_tflops"] * 1e12)) if on_gpu else None,
               finite=bool(np.isfinite(np.asarray(out)).all())))
@@ -662,7 +677,8 @@ def probe_inputs(A, model, length: int, seed: int):
     prepared = model.prepare(lean_features(A, length, cfg, seed))
     shape = (1, length, cfg.esm_num_layers, cfg.esm_dim)
     prepared["esm_s"] = jax.jit(lambda k: jax.random.normal(k, shape, jnp.float32))(jax.random.key(seed))
-    return jax.block_until_ready(prepared)
+    jax.block_until_ready(dict(prepared))
+    return prepared
 
 
 def random_module(A, cfg, seed: int = 0):
@@ -1108,7 +1124,7 @@ def main(argv=None) -> int:
                       max=s["probe_max"], resolution=s["probe_resolution"], limit_mib=s["probe_limit_mib"],
                       steps=s["probe_steps"], mfu=mfu if attempt == 0 else None,
                       die_at=args.probe_die_at if attempt == 0 else None)
-            env = worker_env({"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.95"})
+            env = worker_env({"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.92"})
             res, rc, killed = run_worker(args.ours_python, "probe", sp, work, log, env, f"probe{attempt}")
             report["results"] += [r for r in res if r.get("kind") != "probe_try"]
             report["workers"][f"probe{attempt}"] = dict(returncode=rc, stopped_at_deadline=killed, results=len(res))
