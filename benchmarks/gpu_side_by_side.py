@@ -181,7 +181,7 @@ def settings(args) -> dict:
             probe_resolution=1024, probe_limit_mib=args.probe_limit_mib, probe_steps=2, budget_s=450.0,
         )
     for k in ("lengths", "batches", "sample_lengths", "steps", "reps", "warmup", "budget_s", "probe_max",
-              "probe_start", "probe_resolution"):
+              "probe_start", "probe_resolution", "mfu_length"):
         v = getattr(args, k, None)
         if v is not None:
             s[k] = v
@@ -1012,6 +1012,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--precisions", nargs="+", choices=["float32", "bfloat16"], default=None)
     ap.add_argument("--f32-matmul", choices=["float32", "tf32"], default="float32")
+    ap.add_argument("--mfu-length", type=int, default=None, help="L of the trunk MFU cases (1024; smoke 64)")
     ap.add_argument("--peak-tflops", type=float, default=790.0, help="bf16 dense peak for the MFU (790: H200 here)")
     ap.add_argument("--probe-start", type=int, default=None)
     ap.add_argument("--probe-max", type=int, default=None)
