@@ -1251,7 +1251,7 @@ def markdown(rep: dict) -> str:
     for r in res:
         if r.get("kind") == "mfu":
             L.append(f"| {r['model']} | {r['B']} | {_f(r['median_ms'], '.2f')} | {_f(r['flops'] / 1e9, '.4g')} | "
-                     f"{_f(r['tflops_per_s'], '.1f')} | {_f(r['mfu'] and 100 * r['mfu'], '.1f')}{' %' if r.get('mfu') else ' (no GPU)'} |")
+                     f"{_f(r['tflops_per_s'], '.3g')} | {_f(r['mfu'] and 100 * r['mfu'], '.1f')}{' %' if r.get('mfu') else ' (no GPU)'} |")
     L.append("")
     p = rep.get("probe")
     L.append(f"## Largest L for one sample, {s['probe_arch']}-shaped, bf16 (ours)\n")
