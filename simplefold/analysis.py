@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -31,7 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from simplefold import alignment, metrics
-from simplefold.structure import Structure, StructureError, read_structure, read_structure_models
+from simplefold.structure import (
+    STRUCTURE_SUFFIXES,
+    Structure,
+    StructureError,
+    read_structure,
+    read_structure_models,
+    structure_stem,
+)
+from simplefold.utils.files import atomic_open, atomic_write_text, json_safe, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +59,6 @@ __all__ = [
     "write_analysis",
 ]
 
-_STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".bcif")
 _SAMPLE_NAME = re.compile(r"_sample_(\d+)$")
 
 
@@ -108,16 +114,6 @@ class Ensemble:
         return self.ca.shape[1]
 
 
-def _strip_structure_suffix(name: str) -> str | None:
-    lower = name.lower()
-    if lower.endswith(".gz"):
-        name, lower = name[:-3], lower[:-3]
-    for suffix in _STRUCTURE_SUFFIXES:
-        if lower.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return None
-
-
 def _natural_key(path: Path):
     """Sort ``x_sample_2`` before ``x_sample_10``."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
@@ -130,11 +126,11 @@ def _expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = [p for p in path.iterdir() if p.is_file() and _strip_structure_suffix(p.name) is not None]
-            samples = [p for p in found if _SAMPLE_NAME.search(_strip_structure_suffix(p.name) or "")]
+            found = [p for p in path.iterdir() if p.is_file() and structure_stem(p) is not None]
+            samples = [p for p in found if _SAMPLE_NAME.search(structure_stem(p) or "")]
             chosen = sorted(samples or found, key=_natural_key)
             if not chosen:
-                raise EnsembleError(f"{path}: directory has no structure files ({', '.join(_STRUCTURE_SUFFIXES)}[.gz])")
+                raise EnsembleError(f"{path}: directory has no structure files ({', '.join(STRUCTURE_SUFFIXES)}[.gz])")
             files.extend(chosen)
         elif path.is_file():
             files.append(path)
@@ -212,7 +208,7 @@ def load_ensemble(paths: Sequence[str | os.PathLike]) -> Ensemble:
     structures, labels = [], []
     for path in _expand_inputs(paths):
         models = read_structure_models(path)
-        stem = _strip_structure_suffix(path.name) or path.name
+        stem = structure_stem(path) or path.name
         for m, s in enumerate(models, start=1):
             structures.append(s)
             labels.append(stem if len(models) == 1 else f"{stem}:{m}")
@@ -515,17 +511,7 @@ class EnsembleAnalysis:
                 for m in self.references
             ],
         }
-        return _json_safe(d)
-
-
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return obj
+        return json_safe(d)
 
 
 def analyze(
@@ -557,7 +543,7 @@ def write_analysis(result: EnsembleAnalysis, outdir: str | os.PathLike, *, write
     Returns:
       name -> path of every file written.
     """
-    from simplefold import outputs, plots
+    from simplefold import plots
     from simplefold.structure import write_structure
 
     out = Path(outdir)
@@ -572,16 +558,16 @@ def write_analysis(result: EnsembleAnalysis, outdir: str | os.PathLike, *, write
     rows = ["chain,res_id,res_name,rmsf"] + [
         f"{c},{r},{n},{v:.4f}" for c, r, n, v in zip(ens.chain_ids, ens.res_ids, ens.res_names, result.rmsf)
     ]
-    outputs.atomic_write_text(out / "rmsf.csv", "\n".join(rows) + "\n")
+    atomic_write_text(out / "rmsf.csv", "\n".join(rows) + "\n")
     files["rmsf_csv"] = out / "rmsf.csv"
 
     files["rmsd_heatmap_png"] = plots.plot_rmsd_heatmap(result.rmsd, out / "rmsd_heatmap.png", labels=list(ens.labels))
-    with outputs.atomic_open(out / "rmsd_matrix.npy", "wb") as fh:
+    with atomic_open(out / "rmsd_matrix.npy", "wb") as fh:
         np.save(fh, result.rmsd)
     files["rmsd_matrix_npy"] = out / "rmsd_matrix.npy"
     header = ",".join(["member", *ens.labels])
     lines = [header] + [",".join([label, *(f"{v:.4f}" for v in row)]) for label, row in zip(ens.labels, result.rmsd)]
-    outputs.atomic_write_text(out / "rmsd_matrix.csv", "\n".join(lines) + "\n")
+    atomic_write_text(out / "rmsd_matrix.csv", "\n".join(lines) + "\n")
     files["rmsd_matrix_csv"] = out / "rmsd_matrix.csv"
 
     summary = result.to_dict()
@@ -597,5 +583,5 @@ def write_analysis(result: EnsembleAnalysis, outdir: str | os.PathLike, *, write
             files["representatives"] = path
 
     files["json"] = out / "analysis.json"
-    outputs.write_json(files["json"], summary)
+    write_json(files["json"], summary)
     return files

@@ -28,13 +28,12 @@ import json
 import logging
 import os
 import pathlib
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from simplefold.residues import AF2_PLUS_ONE_TO_ESM, ESM_CLS, ESM_EOS, ESM_PAD, sequence_to_af2
+from simplefold.utils.files import atomic_open, cache_dir, publish_directory, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +50,6 @@ _CONVERTED_FORMAT = "simplefold-esm2"
 
 class ESMWeightsError(ValueError):
     """An ESM2 weights file or converted directory is missing, corrupt or of the wrong layout."""
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------
@@ -89,7 +79,7 @@ class ESM2Encoder:
         if self._identity is None:
             if self._source is None:
                 raise ValueError("this ESM2 encoder has no identity (built from an in-memory model)")
-            self._identity = file_sha256(self._source)
+            self._identity = sha256_file(self._source)
         return self._identity
 
     @property
@@ -197,10 +187,8 @@ def convert_official_esm2(
     from simplefold.model import esm2
 
     path = pathlib.Path(pt_path)
-    out = pathlib.Path(out_dir).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def write(tmp: pathlib.Path) -> None:
         dtype = None
         with _open_official(path) as (config, items):
             ckptr = ocp.Checkpointer(ocp.StandardCheckpointHandler())
@@ -217,16 +205,11 @@ def convert_official_esm2(
             "groups": ["top"] + [f"layer_{i:03d}" for i in range(config.num_layers)],
             "dtype": dtype,
             "source_file": path.name,
-            "source_sha256": source_sha256 or file_sha256(path),
+            "source_sha256": source_sha256 or sha256_file(path),
         }
         (tmp / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+
+    return publish_directory(out_dir, write, overwrite=True)
 
 
 def load_converted_esm2(directory: str | os.PathLike) -> ESM2Encoder:
@@ -327,8 +310,6 @@ class EmbeddingCache:
     @classmethod
     def default(cls) -> "EmbeddingCache":
         """The cache under the simplefold cache directory (``$SIMPLEFOLD_CACHE/esm_features``)."""
-        from simplefold.weights import cache_dir
-
         return cls(cache_dir() / "esm_features")
 
     def path(self, identity: str, sequence: str) -> pathlib.Path:
@@ -350,16 +331,8 @@ class EmbeddingCache:
         return arr
 
     def put(self, identity: str, sequence: str, array: np.ndarray) -> None:
-        p = self.path(identity, sequence)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
-            os.replace(tmp, p)
-        except BaseException:
-            pathlib.Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(self.path(identity, sequence), "wb") as f:
+            np.save(f, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
 
 
 # --------------------------------------------------------------------------------------

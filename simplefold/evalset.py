@@ -18,9 +18,9 @@ import dataclasses
 import logging
 import pathlib
 
-from simplefold import outputs
 from simplefold.structure import StructureError, read_structure, write_structure
 from simplefold.training.dataset import load_records
+from simplefold.utils.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,6 @@ def export_eval_set(
                 continue
             write_structure(ref_path, dataclasses.replace(structure, name=rec.id))
         fasta_lines.append(f">{rec.id} {pathlib.Path(rec.file).name} chain {rec.chain}\n{rec.sequence}\n")
-    with outputs.atomic_open(out / "targets.fasta", "w") as fh:
-        fh.write("".join(fasta_lines))
+    atomic_write_text(out / "targets.fasta", "".join(fasta_lines))
     logger.info("%s: %d targets of split %r (%d unreadable)", out, len(fasta_lines), split, len(problems))
     return len(fasta_lines), problems

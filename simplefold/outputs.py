@@ -11,12 +11,12 @@ Layout of an output directory ``OUT``::
         <target>_plddt.png                per-residue pLDDT of every sample (when pLDDT is on)
         summary.json                      written LAST: its presence marks the target complete
 
-Every file is written atomically (a temporary file in the same folder, flushed, fsync'ed and
-renamed over the destination), so an interrupted run never leaves a truncated file behind, and
+Every file is written atomically (:func:`simplefold.utils.files.atomic_open`), so an interrupted
+run never leaves a truncated file behind, and
 ``summary.json`` existing means every other file of the target exists too. Resuming a run
 therefore only needs :func:`is_complete`.
 
-Manifest lines are appended (one ``write`` of a short line, then fsync) as soon as a target
+Manifest lines are appended (:func:`simplefold.utils.files.append_jsonl`) as soon as a target
 finishes, so a killed run keeps the record of what it did. A target may appear several times
 (one line per attempt); the **last** line of a target is its state. :func:`merge_manifests`
 folds every ``manifest*.jsonl`` of ``OUT`` into one line per target.
@@ -26,20 +26,16 @@ Nothing here imports jax or matplotlib (the pLDDT plot is drawn by :func:`simple
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
 import re
-import stat
-import tempfile
-import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from simplefold.utils.files import atomic_write_text, json_default, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -52,86 +48,6 @@ STATUS_FAILED = "failed"
 STATUS_SKIPPED = "skipped"  # already complete from an earlier run
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-# --------------------------------------------------------------------------------------
-# Atomic writes
-# --------------------------------------------------------------------------------------
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where the OS allows (Linux ``/proc``)."""
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    # os.umask can only be read by setting it; restore it at once
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _new_file_mode(path: Path) -> int:
-    """Permission bits a plain ``open(path, "w")`` would leave: the existing file's, else 0o666 & ~umask."""
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        return 0o666 & ~_umask()
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[Any]:
-    """Open a temporary file next to ``path``; on success fsync it and rename it over ``path``.
-
-    On an exception the temporary file is removed and ``path`` is left untouched. The file ends
-    up with the permissions a plain ``open`` would give it (the temporary file is created 0600,
-    so it is chmod'ed before the rename): an existing file's mode is kept, a new file gets
-    ``0o666`` minus the umask.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **kwargs) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _new_file_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    with atomic_open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_open(path, "wb") as fh:
-        fh.write(data)
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON (NumPy scalars/arrays are converted)."""
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, Path):
-        return str(x)
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return dataclasses.asdict(x)
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
 # --------------------------------------------------------------------------------------
@@ -221,32 +137,6 @@ def manifest_path(root: str | os.PathLike, shard: tuple[int, int] | None = None)
     return root / f"manifest.shard-{i}-of-{n}.jsonl"
 
 
-def append_manifest(path: str | os.PathLike, entry: Mapping[str, Any]) -> None:
-    """Append one JSON line (with a ``time`` stamp if missing) and fsync, so a later kill keeps it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"time": time.time(), **entry}
-    line = json.dumps(record, default=_json_default, sort_keys=False) + "\n"
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All entries of one manifest file; a torn last line (killed mid-write) is ignored with a warning."""
-    entries = []
-    path = Path(path)
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entries.append(json.loads(line))
-        except ValueError:
-            logger.warning("%s:%d: ignoring an unreadable manifest line", path, lineno)
-    return entries
-
-
 def manifest_files(root: str | os.PathLike) -> list[Path]:
     """Every ``manifest*.jsonl`` in ``root`` (the unsharded one first, shards in name order)."""
     root = Path(root)
@@ -307,14 +197,14 @@ def merge_manifests(
     root = Path(root)
     entries: list[dict[str, Any]] = []
     for f in manifest_files(root):
-        entries.extend(read_manifest(f))
+        entries.extend(read_jsonl(f))
     latest = latest_by_target(entries)
     missing = tuple(t for t in (expected or ()) if t not in latest)
     order = list(expected) if expected is not None else sorted(latest)
     order += sorted(t for t in latest if t not in set(order))
     merged = {t: latest[t] for t in order if t in latest}
     if write and (merged or manifest_files(root)):
-        text = "".join(json.dumps(e, default=_json_default) + "\n" for e in merged.values())
+        text = "".join(json.dumps(e, default=json_default) + "\n" for e in merged.values())
         atomic_write_text(root / MANIFEST_NAME, text)
     return RunReport(entries=merged, missing=missing)
 

@@ -26,6 +26,7 @@ from simplefold.folder import Folder, FoldResult, progress_bar
 from simplefold.model_loading import LoadedModel, load_model, model_spec_name
 from simplefold.planning import bucket_key
 from simplefold.targets import Target, TargetError, check_target
+from simplefold.utils.files import append_jsonl, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def write_result(
         "versions": {"simplefold": _version(), "jax": jax.__version__, "python": platform.python_version()},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    outputs.write_json(paths.summary, summary)  # last: marks the target complete
+    write_json(paths.summary, summary)  # last: marks the target complete
     return paths
 
 
@@ -189,14 +190,15 @@ def predict_to_directory(
 
     def record(target: Target, st: str, reason: str | None = None, **extra) -> None:
         status[target.name] = st
-        entry = {"target": target.name, "status": st, "length": len(target.sequence), "output": target.name}
+        entry = {"time": time.time(), "target": target.name, "status": st, "length": len(target.sequence),
+                 "output": target.name}
         if reason:
             reasons[target.name] = reason
             entry["reason"] = reason
         if shard is not None:
             entry["shard"] = f"{shard[0]}/{shard[1]}"
         entry.update(extra)
-        outputs.append_manifest(manifest, entry)
+        append_jsonl(manifest, entry)
         if on_result is not None:
             on_result(target.name, st)
 

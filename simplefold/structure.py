@@ -19,7 +19,6 @@ import io
 import logging
 import os
 import pathlib
-import tempfile
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simplefold import residues
+from simplefold.utils.files import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ __all__ = [
     "read_structure_models",
     "write_structure",
     "structure_from_sequence",
+    "structure_stem",
+    "STRUCTURE_SUFFIXES",
 ]
 
 #: Residue names read as water and dropped without further checks.
@@ -56,6 +58,8 @@ _CARBOXYL_BOND = 1.25
 #: Spare chain IDs for chains written with a blank ID.
 _CHAIN_ID_POOL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _FORMATS = {".pdb": "pdb", ".ent": "pdb", ".cif": "cif", ".mmcif": "cif", ".bcif": "bcif"}
+#: Extensions of the structure files this module reads, each optionally followed by ``.gz``.
+STRUCTURE_SUFFIXES = tuple(_FORMATS)
 _COMPRESSION_SUFFIXES = (".gz",)
 
 
@@ -395,21 +399,31 @@ def structure_from_sequence(
 # --------------------------------------------------------------------------------------
 
 
-def _structure_name(path: pathlib.Path) -> str:
-    name = path.name
+def _split_name(path: str | os.PathLike) -> tuple[str, str | None]:
+    """(file name without compression and structure extensions, format) of a path; format None
+    (and the name without compression extension) when it has no structure extension."""
+    name = pathlib.Path(path).name
     for suffix in _COMPRESSION_SUFFIXES:
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
     stem, ext = os.path.splitext(name)
-    return stem if ext.lower() in _FORMATS else name
+    fmt = _FORMATS.get(ext.lower())
+    return (stem, fmt) if fmt is not None and stem else (name, None)
+
+
+def structure_stem(path: str | os.PathLike) -> str | None:
+    """The file name without its structure and compression extensions (``T1026.pdb.gz`` -> ``T1026``),
+    or None when the name has no structure extension (see :data:`STRUCTURE_SUFFIXES`)."""
+    stem, fmt = _split_name(path)
+    return stem if fmt is not None else None
+
+
+def _structure_name(path: pathlib.Path) -> str:
+    return _split_name(path)[0]
 
 
 def _format_from_name(path: pathlib.Path) -> str | None:
-    name = path.name.lower()
-    for suffix in _COMPRESSION_SUFFIXES:
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    return _FORMATS.get(os.path.splitext(name)[1])
+    return _split_name(path)[1]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -996,7 +1010,7 @@ def write_structure(path, structures: Structure | Sequence[Structure], *, format
     Only present atoms (``atom_mask``) are written, with their occupancy and B-factor (pLDDT for
     predictions), elements always set, and an ``OXT`` on each chain's C-terminus placed from CA, C
     and O when those are present. PDB output starts with ``HEADER`` and ``CRYST1`` records. The
-    file is written atomically (temporary file in the same directory, then ``os.replace``).
+    file is written atomically (:func:`simplefold.utils.files.atomic_write_bytes`).
 
     Args:
       path: output path; ``.pdb``, ``.cif``/``.mmcif`` or ``.bcif``, optionally ``.gz``.
@@ -1018,13 +1032,6 @@ def write_structure(path, structures: Structure | Sequence[Structure], *, format
     if path.name.lower().endswith(".gz"):
         data = gzip.compress(data, mtime=0)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        atomic_write_bytes(path, data)
     except OSError as e:
-        raise StructureError(f"{path}: cannot write ({_one_line(e)})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        pathlib.Path(tmp).unlink(missing_ok=True)
         raise StructureError(f"{path}: cannot write ({_one_line(e)})") from None

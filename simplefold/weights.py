@@ -31,7 +31,6 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
-import hashlib
 import http.client
 import json
 import logging
@@ -41,11 +40,12 @@ import re
 import shutil
 import socket
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+
+from simplefold.utils.files import atomic_open, cache_dir, sha256_file, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -224,16 +224,6 @@ def get_entry(name: str) -> WeightsEntry:
 # --------------------------------------------------------------------------------------
 
 
-def cache_dir() -> pathlib.Path:
-    """Root of the simplefold cache."""
-    env = os.environ.get("SIMPLEFOLD_CACHE")
-    if env:
-        return pathlib.Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = pathlib.Path(xdg).expanduser() if xdg else pathlib.Path.home() / ".cache"
-    return base / "simplefold"
-
-
 def converted_path(name: str) -> pathlib.Path:
     return cache_dir() / "weights" / get_entry(name).name
 
@@ -258,14 +248,6 @@ def file_lock(path: pathlib.Path, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _sha256(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------
@@ -395,7 +377,7 @@ def fetch(
         part.unlink(missing_ok=True)
         raise ChecksumError(f"{url}: downloaded {got_size} bytes, the registry expects {size}")
     if sha256 is not None:
-        digest = _sha256(part)
+        digest = sha256_file(part)
         if digest != sha256.lower():
             part.unlink(missing_ok=True)
             raise ChecksumError(f"{url}: sha256 {digest} does not match the registry's {sha256}; file discarded")
@@ -458,23 +440,14 @@ def _file_table(root: pathlib.Path) -> dict[str, dict]:
     for p in sorted(root.rglob("*")):
         if p.is_file():
             st = p.stat()
-            table[str(p.relative_to(root))] = {"sha256": _sha256(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            table[str(p.relative_to(root))] = {"sha256": sha256_file(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     return table
-
-
-def _write_json_atomic(path: pathlib.Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def _install(entry: WeightsEntry, source: pathlib.Path, origin: dict) -> pathlib.Path:
     """Convert ``source`` into the cache and write the record (caller holds the entry lock)."""
     size = source.stat().st_size
-    digest = _sha256(source)
+    digest = sha256_file(source)
     if entry.sha256 is not None and digest != entry.sha256.lower():
         raise ChecksumError(f"{source}: sha256 {digest} does not match the registry's {entry.sha256} for {entry.name}")
     if entry.size is not None and size != entry.size:
@@ -494,7 +467,7 @@ def _install(entry: WeightsEntry, source: pathlib.Path, origin: dict) -> pathlib
         "converted": {"dir": out.name, "files": _file_table(out)},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _write_json_atomic(rec, record)
+    write_json(rec, record)
     return out
 
 
@@ -541,7 +514,7 @@ def _check_entry(entry: WeightsEntry, record: dict, *, full: bool) -> list[str]:
             problems.append(f"{name}: {p} has {st.st_size} bytes, the record says {info['size']}")
             continue
         if full or st.st_mtime_ns != info.get("mtime_ns"):
-            digest = _sha256(p)
+            digest = sha256_file(p)
             if digest != info["sha256"]:
                 problems.append(f"{name}: checksum mismatch for {p} (sha256 {digest}, record {info['sha256']})")
     return problems
@@ -627,11 +600,8 @@ def import_file(path: str | os.PathLike, name: str, *, copy_source: bool = False
     with file_lock(cache_dir() / "locks" / f"{entry.name}.lock", entry.name):
         out = _install(entry, src, {"imported_from": str(src)})
         if copy_source:
-            dest = cache_dir() / "downloads" / entry.filename
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(dest.name + ".part")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dest)
+            with open(src, "rb") as fin, atomic_open(cache_dir() / "downloads" / entry.filename, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
         return out
 
 

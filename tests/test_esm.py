@@ -16,6 +16,7 @@ from simplefold import esm as esm_mod
 from simplefold import residues
 from simplefold.model import esm2
 from simplefold.torch_io import open_state_dict
+from simplefold.utils.files import sha256_file
 
 ESM_PT = PARITY / "esm2_t2_d64.pt"
 ATOL = RTOL = 1e-5
@@ -134,7 +135,7 @@ def test_float16_file_converts_exactly(tmp_path, state_dict, pair):
     direct = esm_mod.load_official_esm2(tmp_path / "half.pt")
     out = esm_mod.convert_official_esm2(tmp_path / "half.pt", tmp_path / "conv")
     meta = json.loads((out / "config.json").read_text())
-    assert meta["dtype"] == "float16" and meta["source_sha256"] == esm_mod.file_sha256(tmp_path / "half.pt")
+    assert meta["dtype"] == "float16" and meta["source_sha256"] == sha256_file(tmp_path / "half.pt")
     converted = esm_mod.load_converted_esm2(out)
     assert converted.identity == direct.identity
     np.testing.assert_array_equal(np.asarray(converted(pair["esm_tokens"])), np.asarray(direct(pair["esm_tokens"])))
@@ -144,7 +145,7 @@ def test_converted_weights_roundtrip(tmp_path, encoder, pair):
     out = esm_mod.convert_official_esm2(ESM_PT, tmp_path / "conv")
     loaded = esm_mod.load_official_esm2(out)  # a directory is accepted too
     np.testing.assert_array_equal(np.asarray(loaded(pair["esm_tokens"])), np.asarray(encoder(pair["esm_tokens"])))
-    assert loaded.identity == encoder.identity == esm_mod.file_sha256(ESM_PT)
+    assert loaded.identity == encoder.identity == sha256_file(ESM_PT)
     shutil.rmtree(out / "params" / "layer_001")
     with pytest.raises(esm_mod.ESMWeightsError, match="layer_001"):
         esm_mod.load_converted_esm2(out)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 import shutil
 
@@ -156,13 +155,6 @@ def test_bad_paths_are_usage_errors(tmp_path):
     assert main(["evaluate", str(tmp_path / "missing.pdb"), str(DATA / "T1026.pdb.gz")]) == 2
     (tmp_path / "empty").mkdir()
     assert main(["evaluate", str(tmp_path / "empty"), str(DATA / "T1026.pdb.gz")]) == 2
-
-
-def test_json_has_no_nan_for_missing_values():
-    from simplefold.cli.evaluate import _json_safe
-
-    assert _json_safe({"a": [float("nan"), np.float64(1.5), np.int64(3)]}) == {"a": [None, 1.5, 3]}
-    assert not math.isnan(_json_safe(np.float32(0.25)))
 
 
 def test_median_and_plddt_correlation_from_b_factors(tmp_path):

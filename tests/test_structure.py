@@ -486,14 +486,11 @@ def test_chain_validates_lengths():
 # Sweep over the project's data pool (run with SIMPLEFOLD_SHARED_DATA=<data dir>)
 # --------------------------------------------------------------------------------------
 
-STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".bcif")
-
-
 def sweep_structures(root: pathlib.Path) -> tuple[int, Counter, list[tuple[str, str]]]:
     """Read every structure file under ``root``: (number read, refusals by reason, crashes)."""
     read, refused, crashes = 0, Counter(), []
     files = sorted(
-        p for p in root.rglob("*") if p.is_file() and p.name.lower().removesuffix(".gz").endswith(STRUCTURE_SUFFIXES)
+        p for p in root.rglob("*") if p.is_file() and structure_stem(p) is not None
     )
     for path in files:
         try:

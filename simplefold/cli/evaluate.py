@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from simplefold.cli import CLIError
+from simplefold.structure import STRUCTURE_SUFFIXES, structure_stem
+from simplefold.utils.files import json_safe
 
 HELP = "score predicted structures against references (TM-score, GDT, lDDT, RMSD)"
 
 logger = logging.getLogger(__name__)
 
-_STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".bcif")
-_COMPRESSION_SUFFIXES = (".gz",)
 _SAMPLE_NAME = re.compile(r"^(?P<target>.+)_sample_(?P<index>\d+)$")
 
 
@@ -65,22 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _split_structure_name(path: pathlib.Path) -> str | None:
-    """Target name of a structure file, or None if the name has no structure extension."""
-    name = path.name
-    lower = name.lower()
-    for suffix in _COMPRESSION_SUFFIXES:
-        if lower.endswith(suffix):
-            name, lower = name[: -len(suffix)], lower[: -len(suffix)]
-    for suffix in _STRUCTURE_SUFFIXES:
-        if lower.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return None
-
-
 def target_name(path: pathlib.Path) -> str:
     """File name without structure/compression extensions (``T1026.pdb.gz`` -> ``T1026``)."""
-    return _split_structure_name(path) or path.name
+    return structure_stem(path) or path.name
 
 
 def _structure_files(path: pathlib.Path, what: str) -> list[pathlib.Path]:
@@ -88,9 +75,9 @@ def _structure_files(path: pathlib.Path, what: str) -> list[pathlib.Path]:
         raise CLIError(f"{what} path does not exist: {path}")
     if path.is_file():
         return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and _split_structure_name(p) is not None)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and structure_stem(p) is not None)
     if not files:
-        raise CLIError(f"{what} directory {path} contains no structure files ({', '.join(_STRUCTURE_SUFFIXES)}[.gz])")
+        raise CLIError(f"{what} directory {path} contains no structure files ({', '.join(STRUCTURE_SUFFIXES)}[.gz])")
     return files
 
 
@@ -197,18 +184,6 @@ def _best(rows: list[dict], metric: str, lower_is_better: frozenset[str]) -> flo
     if not values:
         return float("nan")
     return min(values) if metric in lower_is_better else max(values)
-
-
-def _json_safe(obj):
-    """NaN -> null (JSON has no NaN); numpy scalars -> Python numbers."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) or hasattr(obj, "item"):
-        value = obj.item() if hasattr(obj, "item") else obj
-        return None if isinstance(value, float) and math.isnan(value) else value
-    return obj
 
 
 def _format_row(label: str, metrics: dict, names: tuple[str, ...], width: int) -> str:
@@ -332,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
             "errors": [{"name": p.name, "file": p.file, "error": p.error} for p in problems],
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(_json_safe(payload), indent=2) + "\n")
+        args.json.write_text(json.dumps(json_safe(payload), indent=2) + "\n")
         logger.info("wrote %s", args.json)
     if problems:
         logger.error("%d problem(s); %d target(s) scored", len(problems), len(results))

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     from simplefold.model_loading import ModelNotFoundError
-    from simplefold.training.plddt import json_safe, train_plddt
+    from simplefold.training.plddt import train_plddt
+    from simplefold.utils.files import json_safe
 
     try:
         metrics = train_plddt(

@@ -33,13 +33,14 @@ from typing import Any
 import numpy as np
 
 from simplefold import residues
+from simplefold.structure import structure_stem
+from simplefold.utils.files import atomic_open, read_jsonl
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.jsonl"
 SUMMARY = "summary.json"
 CHAINS_DIR = "chains"
-STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".bcif")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,20 +143,13 @@ def read_split_csv(path: str | pathlib.Path) -> SplitTable:
 # --------------------------------------------------------------------------------------
 
 
-def _is_structure_file(path: pathlib.Path) -> bool:
-    name = path.name.lower()
-    if name.endswith(".gz"):
-        name = name[:-3]
-    return name.endswith(STRUCTURE_SUFFIXES)
-
-
 def find_structure_files(inputs: Iterable[str | pathlib.Path]) -> list[pathlib.Path]:
     """Structure files (PDB/mmCIF/BinaryCIF, optionally .gz) under the given files/directories, sorted."""
     found: list[pathlib.Path] = []
     for item in inputs:
         p = pathlib.Path(item)
         if p.is_dir():
-            found.extend(sorted(f for f in p.rglob("*") if f.is_file() and _is_structure_file(f)))
+            found.extend(sorted(f for f in p.rglob("*") if f.is_file() and structure_stem(f) is not None))
         elif p.is_file():
             found.append(p)
         else:
@@ -235,16 +229,14 @@ def _process_file(
             split=split_name,
             cluster=cluster,
         )
-        target = pathlib.Path(out_dir) / record.npz_name
-        tmp = target.with_name(target.name + ".tmp.npz")
-        np.savez(
-            tmp,
-            res_names=np.asarray(chain.res_names, dtype="<U3"),
-            res_ids=np.asarray(chain.res_ids, np.int32),
-            coords=np.asarray(chain.coords, np.float32),
-            atom_mask=np.asarray(chain.atom_mask, bool),
-        )
-        os.replace(tmp, target)
+        with atomic_open(pathlib.Path(out_dir) / record.npz_name, "wb") as fh:
+            np.savez(
+                fh,
+                res_names=np.asarray(chain.res_names, dtype="<U3"),
+                res_ids=np.asarray(chain.res_ids, np.int32),
+                coords=np.asarray(chain.coords, np.float32),
+                atom_mask=np.asarray(chain.atom_mask, bool),
+            )
         entry["records"].append(dataclasses.asdict(record))
     if not entry["records"]:
         entry["status"] = "no_records"
@@ -256,18 +248,7 @@ def _process_file(
 
 def read_manifest(out_dir: str | pathlib.Path) -> list[dict[str, Any]]:
     """Entries of ``OUT/manifest.jsonl`` (a truncated last line from a crash is ignored)."""
-    path = pathlib.Path(out_dir) / MANIFEST
-    if not path.exists():
-        return []
-    entries = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
-            logger.warning("%s:%d: ignoring an incomplete manifest line", path, lineno)
-    return entries
+    return read_jsonl(pathlib.Path(out_dir) / MANIFEST)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,9 +20,9 @@ import json
 import logging
 import os
 import pathlib
-import shutil
-import tempfile
 from typing import Any
+
+from simplefold.utils.files import publish_directory
 
 logger = logging.getLogger(__name__)
 
@@ -160,39 +160,6 @@ def restore_run_model(run_dir: str | os.PathLike, *, step: int | str | None = No
     return module, info
 
 
-def _atomic_publish(tmp: pathlib.Path, out_dir: pathlib.Path, overwrite: bool) -> None:
-    if out_dir.exists():
-        if not overwrite:
-            raise ExportError(f"{out_dir}: already exists (pass overwrite=True / --overwrite to replace it)")
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.rename(out_dir, old)
-        os.rename(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out_dir)
-
-
-def publish_directory(out_dir: str | os.PathLike, write, *, overwrite: bool = False) -> pathlib.Path:
-    """Run ``write(tmp_dir)`` in a fresh sibling temp directory, then rename it to ``out_dir``.
-
-    Raises:
-      ExportError: ``out_dir`` exists and ``overwrite`` is False (checked before and after writing).
-    """
-    out_dir = pathlib.Path(out_dir).expanduser().absolute()
-    if out_dir.exists() and not overwrite:
-        raise ExportError(f"{out_dir}: already exists (pass overwrite=True / --overwrite to replace it)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the published model should be readable like any output
-    try:
-        write(tmp)
-        _atomic_publish(tmp, out_dir, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
-
-
 def export_run(
     run_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -234,6 +201,9 @@ def export_run(
         checkpoints.save_converted(module, tmp)
         (tmp / TRAIN_CONFIG_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
 
-    publish_directory(out, write, overwrite=overwrite)
+    try:
+        publish_directory(out, write, overwrite=overwrite)
+    except FileExistsError as exc:  # created by someone else while we wrote
+        raise ExportError(str(exc)) from None
     logger.info("exported step %d (%s weights) of %s to %s", info["step"], info["weights"], run_dir, out)
     return out

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from simplefold.training.config import TrainConfig
+from simplefold.utils.files import append_jsonl, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +80,7 @@ class _MetricsLog:
     def write(self, record: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        append_jsonl(self.path, record)
         if self.tb is not None:
             for k, v in record.items():
                 if k != "step" and isinstance(v, (int, float)):
@@ -93,8 +93,7 @@ class _MetricsLog:
 
 def read_metrics(output_dir: str | pathlib.Path) -> list[dict[str, Any]]:
     """Records of a run's ``metrics.jsonl``."""
-    path = pathlib.Path(output_dir) / METRICS_FILE
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    return read_jsonl(pathlib.Path(output_dir) / METRICS_FILE)
 
 
 def plot_loss_curve(output_dir: str | pathlib.Path) -> pathlib.Path | None:

@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from simplefold.utils.files import atomic_open, json_safe, publish_directory
+
 logger = logging.getLogger(__name__)
 
 #: Inclusion radius (Å, strict ``<``) and distance-error thresholds (Å) of the pLDDT target.
@@ -287,11 +289,9 @@ class ConfidenceSet:
     def save(self, path: str | os.PathLike) -> pathlib.Path:
         """Write an ``.npz`` (atomically)."""
         path = pathlib.Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
         meta = json.dumps({"chain_ids": self.chain_ids, "fingerprint": self.fingerprint})
-        np.savez(tmp, _meta=np.asarray(meta), **self.arrays)
-        os.replace(tmp, path)
+        with atomic_open(path, "wb") as fh:
+            np.savez(fh, _meta=np.asarray(meta), **self.arrays)
         return path
 
     @classmethod
@@ -755,17 +755,6 @@ def _cached_set(network, data_dir, split, cfg, max_chains, cache_dir, esm_encode
     return data
 
 
-def json_safe(x: Any) -> Any:
-    """NaN/inf -> None (strict JSON), recursively."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, Mapping):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    return x
-
-
 def train_plddt(
     model: Any,
     data_dir: str | os.PathLike,
@@ -800,7 +789,7 @@ def train_plddt(
     """
     from simplefold import checkpoints
     from simplefold.model_loading import load_model
-    from simplefold.training.export import ExportError, publish_directory
+    from simplefold.training.export import ExportError
 
     out = pathlib.Path(out_dir).expanduser().absolute()
     if out.exists() and not overwrite:
