@@ -27,16 +27,16 @@ _LAZY = {
     "fold": "simplefold.inference",
     "load_model": "simplefold.inference",
     "FoldResult": "simplefold.inference",
-    "read_structure": "simplefold.structure",
-    "write_structure": "simplefold.structure",
-    "Structure": "simplefold.structure",
-    "StructureError": "simplefold.structure",
-    "read_structure_models": "simplefold.structure",
-    "structure_from_sequence": "simplefold.structure",
-    "parse_fasta": "simplefold.fasta",
+    "read_structure": "simplefold.io.structure",
+    "write_structure": "simplefold.io.structure",
+    "Structure": "simplefold.io.structure",
+    "StructureError": "simplefold.io.structure",
+    "read_structure_models": "simplefold.io.structure",
+    "structure_from_sequence": "simplefold.io.structure",
+    "parse_fasta": "simplefold.io.fasta",
 }
 _SUBMODULES = (
-    "sampler", "flow", "losses", "structure", "features", "residues", "metrics", "fasta", "model", "esm",
+    "sampler", "flow", "losses", "io", "features", "residues", "metrics", "model", "esm",
     "analysis", "plots", "weights", "inference", "checkpoints", "alignment",
 )
 

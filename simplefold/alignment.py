@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from simplefold.structure import Chain, Structure
+    from simplefold.io.structure import Chain, Structure
 
 #: Atoms compared between two aligned residues of different type (shared by all amino acids but
 #: GLY, which simply lacks CB).
@@ -91,7 +91,7 @@ def align_chains(
     """Residue correspondence of two chains.
 
     Args:
-      pred_chain, ref_chain: ``simplefold.structure.Chain`` objects.
+      pred_chain, ref_chain: ``simplefold.io.structure.Chain`` objects.
       by_residue_number: pair by author residue number + insertion code instead of by sequence alignment.
 
     Returns:

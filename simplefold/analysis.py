@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from simplefold import alignment, metrics
-from simplefold.structure import (
+from simplefold.io.structure import (
     STRUCTURE_SUFFIXES,
     Structure,
     StructureError,
@@ -203,7 +203,7 @@ def load_ensemble(paths: Sequence[str | os.PathLike]) -> Ensemble:
 
     Raises:
       EnsembleError: nothing to read or no common residues.
-      simplefold.structure.StructureError: an unreadable file (the message names it).
+      simplefold.io.structure.StructureError: an unreadable file (the message names it).
     """
     structures, labels = [], []
     for path in _expand_inputs(paths):
@@ -544,7 +544,7 @@ def write_analysis(result: EnsembleAnalysis, outdir: str | os.PathLike, *, write
       name -> path of every file written.
     """
     from simplefold import plots
-    from simplefold.structure import write_structure
+    from simplefold.io.structure import write_structure
 
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)

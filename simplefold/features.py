@@ -32,7 +32,7 @@ import numpy as np
 from simplefold import residues
 
 if TYPE_CHECKING:
-    from simplefold.structure import Chain
+    from simplefold.io.structure import Chain
 
 #: Model coordinates are Å / 16 (official ``ProteinDataProcessor(scale=16)``).
 COORD_SCALE = 16.0

@@ -254,7 +254,7 @@ class Folder:
         import jax.numpy as jnp
 
         from simplefold import sampler
-        from simplefold.structure import structure_from_sequence
+        from simplefold.io.structure import structure_from_sequence
 
         timings: dict[str, float] = {}
         t_start = time.perf_counter()

@@ -111,8 +111,8 @@ def fold(
       devices: devices to use (default: all local devices; samples are sharded over them).
 
     Returns:
-      list of :class:`FoldResult`; ``result.structures`` are :class:`simplefold.structure.Structure`
-      objects that :func:`simplefold.structure.write_structure` writes.
+      list of :class:`FoldResult`; ``result.structures`` are :class:`simplefold.io.structure.Structure`
+      objects that :func:`simplefold.io.structure.write_structure` writes.
 
     Raises:
       TargetError: a sequence cannot be folded (empty, several chains, too long for the budget).

@@ -23,7 +23,7 @@ Public API
   global score = mean over all pairs, per-residue score = mean over the pairs of each residue's atoms.
 * ``lddt_jax(...)`` – the same in jax with masks (dense, for training-size inputs).
 * ``evaluate_pair(pred, ref, *, by_residue_number=False) -> dict[str, float]`` – every metric for two
-  ``simplefold.structure.Structure`` objects after residue correspondence
+  ``simplefold.io.structure.Structure`` objects after residue correspondence
   (``simplefold.alignment.match_structures``): ``tm_score, gdt_ts, gdt_ha, lddt, rmsd_ca, rmsd_all,
   n_aligned``.
 """
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from simplefold.structure import Structure
+    from simplefold.io.structure import Structure
 
 logger = logging.getLogger(__name__)
 

@@ -69,7 +69,7 @@ def write_result(
 ) -> outputs.TargetPaths:
     """Write one target's files (samples, ensemble, pLDDT plot, then summary.json last)."""
     from simplefold import plots
-    from simplefold.structure import write_structure
+    from simplefold.io.structure import write_structure
 
     t0 = time.perf_counter()
     paths = outputs.TargetPaths(Path(root), result.name, fmt)

@@ -46,7 +46,7 @@ def _target_fields(item: Any, index: int) -> tuple[str, str, str, str | None, st
         return f"seq_{index}", item, "", None, None
     if isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item):
         return item[0], item[1], "", None, None
-    if hasattr(item, "sequence") and hasattr(item, "name"):  # a simplefold.fasta.FastaRecord
+    if hasattr(item, "sequence") and hasattr(item, "name"):  # a simplefold.io.fasta.FastaRecord
         path, line = getattr(item, "path", None), getattr(item, "line", None)
         source = f"{path}:{line}" if path is not None and line is not None else (str(path) if path else None)
         chains = tuple(getattr(item, "chains", ()) or ())
@@ -80,13 +80,13 @@ def as_targets(sequences: Any) -> list[Target]:
 def read_targets(inp: str | os.PathLike) -> list[Target]:
     """Targets of a FASTA file, a folder of FASTA files (recursive) or a bare sequence, leniently.
 
-    Files and folders are read with :func:`simplefold.fasta.iter_sequences`: every good record is
+    Files and folders are read with :func:`simplefold.io.fasta.iter_sequences`: every good record is
     kept and a bad one (no residues, bad letters, a duplicate name, ...) becomes a :class:`Target`
     with ``error`` set to the reader's message (with the line in the file), so a run can fold the
     good ones and report the bad one. File-level problems (unreadable, binary, no records) and a
     bad bare sequence or FASTA text still raise ``FastaError``.
     """
-    from simplefold import fasta
+    from simplefold.io import fasta
 
     if not Path(os.fspath(inp)).exists():  # a bare sequence or FASTA text: strict
         return as_targets(fasta.read_sequences(inp))

@@ -10,7 +10,7 @@ from conftest import FIXTURES
 
 from simplefold import analysis
 from simplefold.cli import main
-from simplefold.structure import Structure, StructureError, read_structure, read_structure_models, write_structure
+from simplefold.io.structure import Structure, StructureError, read_structure, read_structure_models, write_structure
 
 NMR = FIXTURES / "analysis" / "1adz.pdb.gz"  # 30 models, chain A, 71 residues
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from conftest import FIXTURES
 
 from simplefold.cli import main
-from simplefold.fasta import parse_fasta
-from simplefold.structure import read_structure
-from simplefold.training.dataset import PrepareOptions, prepare_dataset
+from simplefold.io.fasta import parse_fasta
+from simplefold.io.structure import read_structure
+from simplefold.io.dataset import PrepareOptions, prepare_dataset
 
 
 def test_eval_set_writes_single_chain_references(tmp_path):

@@ -13,7 +13,7 @@ from conftest import FIXTURES
 from simplefold import metrics
 from simplefold.cli import main
 from simplefold.cli.evaluate import target_name
-from simplefold.structure import read_structure, write_structure
+from simplefold.io.structure import read_structure, write_structure
 
 DATA = FIXTURES / "metrics"
 

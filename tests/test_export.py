@@ -16,7 +16,7 @@ from simplefold.training.export import ExportError, export_run, restore_run_mode
 def tiny_run(tmp_path_factory):
     """A 3-step run of a tiny model (checkpoints at steps 2 and 3; EMA decay 0.5 so EMA != params)."""
     from simplefold.training.config import config_from_dict
-    from simplefold.training.dataset import prepare_dataset
+    from simplefold.io.dataset import prepare_dataset
     from simplefold.training.loop import train
 
     root = tmp_path_factory.mktemp("export")
@@ -63,7 +63,7 @@ def _outputs(module_or_model, feats, y, t):
 @pytest.fixture(scope="module")
 def inputs():
     from simplefold import features as F
-    from simplefold.structure import read_structure
+    from simplefold.io.structure import read_structure
 
     chain = read_structure(FIXTURES / "training" / "1PGA.pdb.gz").chains[0]
     feats = F.add_batch_axis(F.featurize_chain(chain))

@@ -1,4 +1,4 @@
-"""Tests of simplefold.fasta: accepted FASTA variants and one-line errors naming file, record and line."""
+"""Tests of simplefold.io.fasta: accepted FASTA variants and one-line errors naming file, record and line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from simplefold.fasta import (
+from simplefold.io.fasta import (
     MAX_SEQUENCE_LENGTH,
     FastaError,
     FastaRecord,

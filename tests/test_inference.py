@@ -97,8 +97,8 @@ def test_sample_identical_alone_in_chunk_and_other_bucket(tiny):
 
 
 def test_fold_api_inputs_results_and_plddt(tiny, tmp_path):
-    from simplefold.fasta import read_sequences
-    from simplefold.structure import read_structure, write_structure
+    from simplefold.io.fasta import read_sequences
+    from simplefold.io.structure import read_structure, write_structure
 
     fasta = tmp_path / "two.fasta"
     fasta.write_text(f">rec1 first\n{SEQ_B}\n>rec2\n{SEQ_A}\n")

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import FIXTURES
 from simplefold import alignment, metrics
-from simplefold.structure import Chain, Structure, read_structure
+from simplefold.io.structure import Chain, Structure, read_structure
 
 DATA = FIXTURES / "metrics"
 TMSCORE = shutil.which("TMscore")

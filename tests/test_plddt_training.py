@@ -50,7 +50,7 @@ def test_token_lddt_hand_computed():
 
 
 def _real_chain():
-    from simplefold.structure import read_structure
+    from simplefold.io.structure import read_structure
 
     return read_structure(FIXTURES / "training" / "1PGA.pdb.gz").chains[0]
 
@@ -206,7 +206,7 @@ def tiny_setup(tmp_path_factory):
 
     from simplefold import checkpoints
     from simplefold.model import FoldingConfig, FoldingDiT
-    from simplefold.training.dataset import prepare_dataset
+    from simplefold.io.dataset import prepare_dataset
 
     root = tmp_path_factory.mktemp("plddt")
     cfg = FoldingConfig.tiny(hidden_size=32, num_heads=2, depth=1, atom_hidden_size=32, atom_num_heads=2)

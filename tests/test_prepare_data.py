@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from simplefold.training import dataset as D
+from simplefold.io import dataset as D
 
 STRUCTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "structures"
 FILES = ("1HIA_l_u.pdb.gz", "2HPR.pdb.gz", "8cny_A.cif.gz")
@@ -46,7 +46,7 @@ def test_records_manifest_and_bad_file(inputs, tmp_path):
     for name in FILES:
         assert entries[name]["status"] == "ok"
     # every record round-trips to a Chain whose sequence and CA coordinates match the source file
-    from simplefold.structure import read_structure
+    from simplefold.io.structure import read_structure
 
     for rec in records:
         chain = D.load_chain(out, rec)

@@ -1,4 +1,4 @@
-"""Tests of simplefold.structure: reading real PDB/mmCIF files, refusing bad ones, writing and re-reading.
+"""Tests of simplefold.io.structure: reading real PDB/mmCIF files, refusing bad ones, writing and re-reading.
 
 The fixtures in ``tests/fixtures/structures`` are small gzipped copies of files from the project's data
 pool (see the README there). Readings are checked against gemmi, an independent parser, and against
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from simplefold import residues
-from simplefold.structure import (
+from simplefold.io.structure import (
     Chain,
     Structure,
     StructureError,

@@ -32,11 +32,11 @@ TRAIN_KEYS = ("loss", "mse", "smooth_lddt_loss", "lddt", "grad_norm", "lr")
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> pathlib.Path:
     """Prepared dataset: 1PGA (train) + two more small chains (train), every chain in 'train'."""
-    from simplefold.training.dataset import prepare_dataset
+    from simplefold.io.dataset import prepare_dataset
 
     root = tmp_path_factory.mktemp("prepared")
     rows = ["file,chain,split"]
-    from simplefold.structure import read_structure
+    from simplefold.io.structure import read_structure
 
     for f in (PROTEIN, *EXTRA):
         for c in read_structure(f).chains:
@@ -336,7 +336,7 @@ def test_learns_one_protein(tmp_path):
     The structure keeps its frame (``data.augment=false``) so a ~1M-parameter model can memorise it in
     ~100 CPU steps; everything else (loader, loss, optimizer, EMA, sampler, metrics) is the real path.
     """
-    from simplefold.training.dataset import prepare_dataset
+    from simplefold.io.dataset import prepare_dataset
     from simplefold.training.loop import train
 
     (tmp_path / "split.csv").write_text(f"file,chain,split\n{PROTEIN.resolve()},A,train\n")
@@ -381,7 +381,7 @@ def test_esm_conditioned_training(prepared, tmp_path):
     """The loader adds ``esm_s`` of each *cropped* sequence; a tiny ESM-conditioned model trains."""
     from simplefold import esm
     from simplefold.training import loader
-    from simplefold.training.dataset import load_chain, load_records
+    from simplefold.io.dataset import load_chain, load_records
     from simplefold.training.loop import train
 
     cfg = C.config_from_dict(_tiny_config(

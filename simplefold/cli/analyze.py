@@ -78,7 +78,7 @@ def _print_summary(summary: dict, outdir: pathlib.Path, out) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from simplefold import analysis
-    from simplefold.structure import StructureError
+    from simplefold.io.structure import StructureError
 
     if not args.cluster_rmsd >= 0:
         raise CLIError(f"--cluster-rmsd must be >= 0 Å, got {args.cluster_rmsd}")

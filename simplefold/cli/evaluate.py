@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from simplefold.cli import CLIError
-from simplefold.structure import STRUCTURE_SUFFIXES, structure_stem
+from simplefold.io.structure import STRUCTURE_SUFFIXES, structure_stem
 from simplefold.utils.files import json_safe
 
 HELP = "score predicted structures against references (TM-score, GDT, lDDT, RMSD)"
@@ -223,7 +223,7 @@ def _print_table(targets: list[dict], summary: dict, names: tuple[str, ...], out
 def _write_plots(outdir: pathlib.Path, targets: list[_Target], results: list[dict], by_residue_number: bool) -> None:
     """Per target: lDDT per reference residue of its best-lDDT sample; over targets: histograms."""
     from simplefold import alignment, metrics, plots
-    from simplefold.structure import read_structure
+    from simplefold.io.structure import read_structure
 
     references = {t.name: t.reference for t in targets}
     for entry in results:
@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from simplefold import metrics
-    from simplefold.structure import read_structure
+    from simplefold.io.structure import read_structure
 
     targets, problems = match_files(args.pred, args.ref)
     n_pairs = sum(len(t.samples) for t in targets)

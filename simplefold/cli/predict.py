@@ -90,7 +90,7 @@ def _apply_config(args: argparse.Namespace) -> None:
 
 def _read_targets(source: str):
     """Targets of INPUT (FASTA file, directory of FASTA files, or a bare sequence)."""
-    from simplefold import fasta
+    from simplefold.io import fasta
     from simplefold.cli import CLIError
     from simplefold.targets import read_targets
 

@@ -10,7 +10,7 @@ HELP = "parse PDB/mmCIF files into a training dataset (one .npz per chain + mani
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from simplefold.training.dataset import PrepareOptions
+    from simplefold.io.dataset import PrepareOptions
 
     d = PrepareOptions()
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="structure files or directories (recursive)")
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from simplefold.cli import CLIError
-    from simplefold.training.dataset import PrepareOptions, prepare_dataset
+    from simplefold.io.dataset import PrepareOptions, prepare_dataset
 
     options = PrepareOptions(
         min_length=args.min_length,

@@ -31,7 +31,7 @@ from simplefold import features as F
 from simplefold import residues
 from simplefold.training import cropping
 from simplefold.training.config import DataSection
-from simplefold.training.dataset import ChainRecord, load_chain, load_records
+from simplefold.io.dataset import ChainRecord, load_chain, load_records
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def crop_chain(chain, data: DataSection, rng: np.random.Generator) -> np.ndarray
 
 def subchain(chain, residue_idx: np.ndarray):
     """The chain restricted to the residues ``residue_idx`` (sorted)."""
-    from simplefold.structure import Chain
+    from simplefold.io.structure import Chain
 
     residue_idx = np.asarray(residue_idx, np.int64)
     starts = chain.residue_starts

@@ -325,7 +325,7 @@ class ConfidenceSet:
 
 
 def _select_records(data_dir, split: str, max_chains: int | None, min_length: int, seed: int):
-    from simplefold.training.dataset import load_records
+    from simplefold.io.dataset import load_records
 
     records = load_records(data_dir, split, min_length=min_length)
     if max_chains is not None and len(records) > max_chains:
@@ -351,7 +351,7 @@ def _fill_unresolved(coords: np.ndarray, resolved: np.ndarray, atom_residue: np.
 def _crop_features(data_dir, record, chains: ChainsSection, rng: np.random.Generator) -> dict[str, np.ndarray]:
     from simplefold.training import loader
     from simplefold.training.config import DataSection
-    from simplefold.training.dataset import load_chain
+    from simplefold.io.dataset import load_chain
 
     chain = load_chain(data_dir, record)
     crop = DataSection(max_tokens=chains.max_tokens, max_atoms=chains.max_atoms)

@@ -9,7 +9,7 @@ On-disk layout of a prepared dataset ``OUT/``::
     OUT/summary.json            counts of the last run
 
 Only the compact raw arrays are stored; features (:mod:`simplefold.features`) are built on the fly
-by the loader after cropping, so one dataset serves every crop size and model. The atom layout is
+by the training loader (:mod:`simplefold.training.loader`) after cropping, so one dataset serves every crop size and model. The atom layout is
 the official heavy-atom template order, so atom names/elements are implied by ``res_names``.
 
 Re-running ``prepare_dataset`` on the same ``OUT`` skips every file already listed in the
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from simplefold import residues
-from simplefold.structure import structure_stem
+from simplefold.io.structure import structure_stem
 from simplefold.utils.files import atomic_open, read_jsonl
 
 logger = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ def _process_file(
     path_str: str, out_dir: str, options: PrepareOptions, split: SplitTable | None
 ) -> dict[str, Any]:
     """Worker: parse one file and write the kept chains. Never raises for bad input."""
-    from simplefold.structure import StructureError, read_structure
+    from simplefold.io.structure import StructureError, read_structure
 
     path = pathlib.Path(path_str)
     entry: dict[str, Any] = {"file": str(path), "status": "ok", "reason": None, "records": [], "skipped": []}
@@ -426,12 +426,12 @@ def load_records(
 
 
 def load_chain(data_dir: str | pathlib.Path, record: ChainRecord):
-    """Rebuild the :class:`simplefold.structure.Chain` of a record from its ``.npz``.
+    """Rebuild the :class:`simplefold.io.structure.Chain` of a record from its ``.npz``.
 
     Raises:
       ValueError: the file is missing or its arrays do not match the residue templates (names it).
     """
-    from simplefold.structure import Chain
+    from simplefold.io.structure import Chain
 
     path = pathlib.Path(data_dir) / record.npz_name
     try:
