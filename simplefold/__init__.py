@@ -20,9 +20,9 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
-    "load_official_model": "simplefold.checkpoints",
-    "load_official_plddt": "simplefold.checkpoints",
-    "load_official_esm2": "simplefold.esm",
+    "load_official_model": "simplefold.weights.checkpoints",
+    "load_official_plddt": "simplefold.weights.checkpoints",
+    "load_official_esm2": "simplefold.weights.esm",
     "esm_features": "simplefold.esm",
     "fold": "simplefold.inference",
     "load_model": "simplefold.inference",
@@ -37,7 +37,7 @@ _LAZY = {
 }
 _SUBMODULES = (
     "sampler", "flow", "losses", "io", "features", "residues", "metrics", "model", "esm",
-    "analysis", "plots", "weights", "inference", "checkpoints", "alignment",
+    "analysis", "plots", "weights", "inference", "alignment",
 )
 
 __all__ = sorted(set(_LAZY) | set(_SUBMODULES) | {"__version__"})

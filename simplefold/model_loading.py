@@ -1,7 +1,7 @@
 """Models for folding: resolve a model spec, load its weights and pLDDT pair (:class:`LoadedModel`).
 
 A model spec is ``"demo"`` (bundled package data), a released name (``simplefold_100M`` ...
-``simplefold_3B``, fetched by :mod:`simplefold.weights`), a directory of converted weights, an
+``simplefold_3B``, fetched by :mod:`simplefold.weights.cache`), a directory of converted weights, an
 already-built network, or a :class:`LoadedModel`. :func:`model_config` reads only the
 configuration (for ``--dry-run`` estimates); :func:`load_model` loads the weights.
 
@@ -92,10 +92,9 @@ class LoadedModel:
     def ensure_esm(self):
         """The ESM encoder of an ESM-conditioned model, loading the released ESM2-3B on first use."""
         if self.esm is None:
-            from simplefold import esm, weights
+            from simplefold.weights import cache, esm
 
-            path = weights.resolve(ESM_WEIGHTS, offline=self.offline)
-            self.esm = esm.load_converted_esm2(path)
+            self.esm = esm.load_converted_esm2(cache.resolve(ESM_WEIGHTS, offline=self.offline))
         return self.esm
 
 
@@ -172,7 +171,7 @@ def _unknown_model_message(spec: Any) -> str:
 
 def _load_dir(path: Path):
     """(network, config) from a converted weights directory (``checkpoints.load_converted``)."""
-    from simplefold import checkpoints
+    from simplefold.weights import checkpoints
 
     loaded = checkpoints.load_converted(path)
     return loaded, getattr(loaded, "config", None)
@@ -180,13 +179,13 @@ def _load_dir(path: Path):
 
 def _official_plddt(network: Any, config: Any, *, offline: bool) -> tuple[Any, Any, str]:
     """(latent network, head, description) of the official pLDDT pair, reusing ``network`` if it is the 1.6B."""
-    from simplefold import weights
+    from simplefold.weights import cache
 
-    head, _ = _load_dir(weights.resolve(PLDDT_HEAD_WEIGHTS, offline=offline))
+    head, _ = _load_dir(cache.resolve(PLDDT_HEAD_WEIGHTS, offline=offline))
     if getattr(config, "name", None) == PLDDT_LATENT_WEIGHTS:
         latent = network
     else:
-        latent, _ = _load_dir(weights.resolve(PLDDT_LATENT_WEIGHTS, offline=offline))
+        latent, _ = _load_dir(cache.resolve(PLDDT_LATENT_WEIGHTS, offline=offline))
     return latent, head, f"{PLDDT_LATENT_WEIGHTS} latent + {PLDDT_HEAD_WEIGHTS}"
 
 
@@ -195,14 +194,14 @@ def load_model(spec: Any = DEFAULT_MODEL, *, plddt: bool = True, offline: bool =
 
     Args:
       spec: ``"demo"`` (bundled package data), a released name (``simplefold_100M`` ... ``3B``,
-        downloaded and converted on demand by :mod:`simplefold.weights`), a directory of converted
+        downloaded and converted on demand by :mod:`simplefold.weights.cache`), a directory of converted
         weights (``config.json`` + Orbax, optionally with ``plddt/`` holding its own head), an
         already-built network (``nnx.Module`` or callable, e.g. a small random model in tests), or
         a :class:`LoadedModel` (returned as is).
       plddt: also load the pLDDT pair: the directory's own ``plddt/`` head if present, else the
         official 1.6B latent network + head for official architectures. If none is available a
         warning is logged and pLDDT is skipped.
-      offline: never download (``weights.resolve(..., offline=True)``).
+      offline: never download (``cache.resolve(..., offline=True)``).
       esm: an ``ESM2Encoder`` for ESM-conditioned models (default: released ESM2-3B, loaded lazily).
 
     Raises:
@@ -221,9 +220,9 @@ def load_model(spec: Any = DEFAULT_MODEL, *, plddt: bool = True, offline: bool =
         if not path.is_dir():
             if name not in _released_names():
                 raise ModelNotFoundError(_unknown_model_message(spec))
-            from simplefold import weights
+            from simplefold.weights import cache
 
-            path = weights.resolve(name, offline=offline)
+            path = cache.resolve(name, offline=offline)
     network, config = _load_dir(path)
     model = LoadedModel(network=network, config=config, name=name if not Path(name).is_dir() else
                          getattr(config, "name", path.name), source=str(path), esm=esm, offline=offline)

@@ -10,10 +10,10 @@ import pytest
 from flax import nnx
 
 from conftest import FIXTURES, PARITY, PARITY_CASES
-from simplefold import checkpoints as ck
+from simplefold.weights import checkpoints as ck
 from simplefold.model import FoldingConfig, FoldingDiT, PLDDTConfig, PLDDTHead
 from simplefold.model.config import OFFICIAL_PLDDT_SIZES, OFFICIAL_SIZES
-from simplefold.torch_io import CheckpointError
+from simplefold.weights.torch_reader import CheckpointError
 
 FOLDING_SUMMARY = json.loads((PARITY / "folding_d64_h4.json").read_text())["summary"]
 PLDDT_SUMMARY = json.loads((PARITY / "plddt_d64_h4.json").read_text())["summary"]

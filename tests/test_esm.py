@@ -13,9 +13,10 @@ from conftest import PARITY
 from torch_writer import save_torch_zip
 
 from simplefold import esm as esm_mod
+from simplefold.weights import esm as esm_weights
 from simplefold import residues
 from simplefold.model import esm2
-from simplefold.torch_io import open_state_dict
+from simplefold.weights.torch_reader import open_state_dict
 from simplefold.utils.files import sha256_file
 
 ESM_PT = PARITY / "esm2_t2_d64.pt"
@@ -42,7 +43,7 @@ def sequences():
 
 @pytest.fixture(scope="module")
 def encoder():
-    return esm_mod.load_official_esm2(ESM_PT)
+    return esm_weights.load_official_esm2(ESM_PT)
 
 
 @pytest.fixture(scope="module")
@@ -115,40 +116,40 @@ def test_complex_features_drop_linker_rows(encoder):
 def test_hub_layout_and_missing_tensor(tmp_path, state_dict, pair, encoder):
     hub = collections.OrderedDict((esm2.strip_key_prefix(k), v) for k, v in state_dict.items())
     save_torch_zip(tmp_path / "hub.pt", hub)
-    reps = np.asarray(esm_mod.load_official_esm2(tmp_path / "hub.pt")(pair["esm_tokens"]))
+    reps = np.asarray(esm_weights.load_official_esm2(tmp_path / "hub.pt")(pair["esm_tokens"]))
     np.testing.assert_array_equal(reps, np.asarray(encoder(pair["esm_tokens"])))
 
     del hub["layers.1.fc2.bias"]
     save_torch_zip(tmp_path / "broken.pt", {"model": hub})
-    with pytest.raises(esm_mod.ESMWeightsError, match=r"broken\.pt.*layers\.1\.fc2\.bias"):
-        esm_mod.load_official_esm2(tmp_path / "broken.pt")
+    with pytest.raises(esm_weights.ESMWeightsError, match=r"broken\.pt.*layers\.1\.fc2\.bias"):
+        esm_weights.load_official_esm2(tmp_path / "broken.pt")
 
 
 def test_not_an_esm_checkpoint():
-    with pytest.raises(esm_mod.ESMWeightsError, match="folding_d64_h4.ckpt"):
-        esm_mod.load_official_esm2(PARITY / "folding_d64_h4.ckpt")
+    with pytest.raises(esm_weights.ESMWeightsError, match="folding_d64_h4.ckpt"):
+        esm_weights.load_official_esm2(PARITY / "folding_d64_h4.ckpt")
 
 
 def test_float16_file_converts_exactly(tmp_path, state_dict, pair):
     half = collections.OrderedDict((k, v.astype(np.float16) if "inv_freq" not in k else v) for k, v in state_dict.items())
     save_torch_zip(tmp_path / "half.pt", {"model": half})
-    direct = esm_mod.load_official_esm2(tmp_path / "half.pt")
-    out = esm_mod.convert_official_esm2(tmp_path / "half.pt", tmp_path / "conv")
+    direct = esm_weights.load_official_esm2(tmp_path / "half.pt")
+    out = esm_weights.convert_official_esm2(tmp_path / "half.pt", tmp_path / "conv")
     meta = json.loads((out / "config.json").read_text())
     assert meta["dtype"] == "float16" and meta["source_sha256"] == sha256_file(tmp_path / "half.pt")
-    converted = esm_mod.load_converted_esm2(out)
+    converted = esm_weights.load_converted_esm2(out)
     assert converted.identity == direct.identity
     np.testing.assert_array_equal(np.asarray(converted(pair["esm_tokens"])), np.asarray(direct(pair["esm_tokens"])))
 
 
 def test_converted_weights_roundtrip(tmp_path, encoder, pair):
-    out = esm_mod.convert_official_esm2(ESM_PT, tmp_path / "conv")
-    loaded = esm_mod.load_official_esm2(out)  # a directory is accepted too
+    out = esm_weights.convert_official_esm2(ESM_PT, tmp_path / "conv")
+    loaded = esm_weights.load_official_esm2(out)  # a directory is accepted too
     np.testing.assert_array_equal(np.asarray(loaded(pair["esm_tokens"])), np.asarray(encoder(pair["esm_tokens"])))
     assert loaded.identity == encoder.identity == sha256_file(ESM_PT)
     shutil.rmtree(out / "params" / "layer_001")
-    with pytest.raises(esm_mod.ESMWeightsError, match="layer_001"):
-        esm_mod.load_converted_esm2(out)
+    with pytest.raises(esm_weights.ESMWeightsError, match="layer_001"):
+        esm_weights.load_converted_esm2(out)
 
 
 def test_feature_cache_avoids_recomputation(tmp_path, encoder, sequences):

@@ -75,7 +75,7 @@ def inputs():
 def test_export_latest_is_the_ema_model(tiny_run, inputs, tmp_path):
     from flax import nnx
 
-    from simplefold import checkpoints
+    from simplefold.weights import checkpoints
 
     root, config = tiny_run
     out = export_run(root / "run", tmp_path / "model")
@@ -99,7 +99,7 @@ def test_export_latest_is_the_ema_model(tiny_run, inputs, tmp_path):
 def test_export_step_and_raw_params(tiny_run, inputs, tmp_path):
     from flax import nnx
 
-    from simplefold import checkpoints
+    from simplefold.weights import checkpoints
 
     root, config = tiny_run
     out = export_run(root / "run", tmp_path / "m2", step=2, use_ema=False)

@@ -211,12 +211,12 @@ def test_plan_respects_budget_batch_size_and_devices():
 
 def test_plan_reads_only_configs(tmp_path, monkeypatch):
     """plan() on a released name needs no weights (the weights manager must not be touched)."""
-    from simplefold import weights
+    from simplefold.weights import cache
 
     def boom(*a, **k):
         raise AssertionError("plan() tried to resolve weights")
 
-    monkeypatch.setattr(weights, "resolve", boom)
+    monkeypatch.setattr(cache, "resolve", boom)
     plans = I.plan([("a", SEQ_A), ("bad", "")], "simplefold_3B", I.FoldOptions(num_samples=2, max_memory_gb=100))
     assert plans[0].error is None and plans[0].memory_bytes > 4 * 2.8e9  # 3B weights in float32
     assert "empty sequence" in plans[1].error
@@ -273,7 +273,8 @@ def test_samples_sharded_over_two_devices_match_one_device(tmp_path):
 def test_esm_conditioned_model_uses_esm_features(tmp_path):
     """An ESM-conditioned model gets esm_s from the given encoder (tiny ESM2 fixture, 3 layers x 64)."""
     from conftest import PARITY
-    from simplefold.esm import esm_features, load_official_esm2
+    from simplefold.esm import esm_features
+    from simplefold.weights.esm import load_official_esm2
 
     encoder = load_official_esm2(PARITY / "esm2_t2_d64.pt")
     net = random_tiny(0, condition="esm", esm_dim=64, esm_num_layers=3)

@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from conftest import PARITY
-from simplefold.checkpoints import load_official_model
+from simplefold.weights.checkpoints import load_official_model
 from simplefold.model import FoldingConfig, FoldingDiT, PLDDTConfig, PLDDTHead
 from simplefold.model import embeddings as emb
 from simplefold.model.folding import FoldingModel

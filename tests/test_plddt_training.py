@@ -204,7 +204,7 @@ def tiny_setup(tmp_path_factory):
     """A random tiny folding model (converted dir) and a 3-chain prepared dataset with train/dev."""
     from flax import nnx
 
-    from simplefold import checkpoints
+    from simplefold.weights import checkpoints
     from simplefold.model import FoldingConfig, FoldingDiT
     from simplefold.io.dataset import prepare_dataset
 
@@ -224,7 +224,7 @@ _TINY = ["chains.max_tokens=32", "chains.max_atoms=256", "samples.num_steps=3", 
 
 
 def test_train_plddt_cli_end_to_end(tiny_setup, monkeypatch, capsys):
-    from simplefold import checkpoints
+    from simplefold.weights import checkpoints
     from simplefold.cli import main
     from simplefold.model.plddt import PLDDTModel
 

@@ -34,7 +34,7 @@ def model_dir(tmp_path_factory) -> Path:
     import jax
     from flax import nnx
 
-    from simplefold.checkpoints import save_converted
+    from simplefold.weights.checkpoints import save_converted
     from simplefold.model import FoldingConfig, FoldingDiT, PLDDTConfig, PLDDTHead
 
     net = FoldingDiT(FoldingConfig.tiny(), rngs=nnx.Rngs(0))
@@ -219,7 +219,7 @@ def test_predict_shards_and_merge(model_dir, tmp_path, capsys):
 
 
 def test_predict_dry_run_and_usage_errors(model_dir, tmp_path, capsys, monkeypatch):
-    from simplefold import checkpoints
+    from simplefold.weights import checkpoints
 
     def boom(*a, **k):
         raise AssertionError("dry run loaded weights")

@@ -219,7 +219,8 @@ def test_input_validation():
 
 
 def _official_model():
-    checkpoints = pytest.importorskip("simplefold.checkpoints", reason="model loader not available")
+    from simplefold.weights import checkpoints
+
     from simplefold.model.config import FoldingConfig
 
     summary = json.loads((PARITY / "folding_d64_h4.json").read_text())["summary"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import PARITY
-from simplefold.torch_io import (
+from simplefold.weights.torch_reader import (
     CheckpointError,
     OpaqueObject,
     UnsafeCheckpointError,

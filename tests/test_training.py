@@ -303,7 +303,7 @@ def test_init_from_converted_weights(prepared, tmp_path):
     import jax
     from flax import nnx
 
-    from simplefold import checkpoints
+    from simplefold.weights import checkpoints
     from simplefold.model import FoldingConfig, FoldingDiT
     from simplefold.training.loop import train
 
@@ -379,8 +379,8 @@ def test_esm_condition_needs_esm_model(prepared, tmp_path):
 
 def test_esm_conditioned_training(prepared, tmp_path):
     """The loader adds ``esm_s`` of each *cropped* sequence; a tiny ESM-conditioned model trains."""
-    from simplefold import esm
     from simplefold.training import loader
+    from simplefold.weights import esm
     from simplefold.io.dataset import load_chain, load_records
     from simplefold.training.loop import train
 

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import PARITY
 
-from simplefold import weights
+from simplefold.weights import cache, download, registry
 
 ESM_PT = PARITY / "esm2_t2_d64.pt"
 ESM_BYTES = ESM_PT.read_bytes()
@@ -130,26 +130,26 @@ def _free_port() -> int:
 
 
 def test_registry_has_official_urls():
-    reg = weights.registry()
+    reg = registry.registry()
     assert reg["simplefold_1.1B"].url == "https://ml-site.cdn-apple.com/models/simplefold/simplefold_1.1B.ckpt"
     assert reg["plddt_module_1.6B"].url == "https://ml-site.cdn-apple.com/models/simplefold/plddt_module_1.6B.ckpt"
     assert reg["esm2_t36_3B_UR50D"].url == "https://dl.fbaipublicfiles.com/fair-esm/models/esm2_t36_3B_UR50D.pt"
     assert reg["esm2_t48_15B_UR50D-contact-regression"].url == (
         "https://dl.fbaipublicfiles.com/fair-esm/regression/esm2_t48_15B_UR50D-contact-regression.pt"
     )
-    assert weights.get_entry("esm2_3B").name == "esm2_t36_3B_UR50D"
+    assert registry.get_entry("esm2_3B").name == "esm2_t36_3B_UR50D"
     assert len([e for e in reg.values() if e.kind == "simplefold"]) == 6
 
 
 def test_base_url_override(monkeypatch):
     monkeypatch.setenv("SIMPLEFOLD_WEIGHTS_URL", "http://mirror.example/w/")
-    assert weights.get_entry("simplefold_100M").effective_url == "http://mirror.example/w/simplefold_100M.ckpt"
+    assert registry.get_entry("simplefold_100M").effective_url == "http://mirror.example/w/simplefold_100M.ckpt"
     monkeypatch.setenv("SIMPLEFOLD_WEIGHTS_URL_SIMPLEFOLD_1_6B", "http://other.example/x.ckpt")
-    assert weights.get_entry("simplefold_1.6B").effective_url == "http://other.example/x.ckpt"
+    assert registry.get_entry("simplefold_1.6B").effective_url == "http://other.example/x.ckpt"
 
 
 def test_full_download(server, tmp_path):
-    out = weights.fetch(f"{server.url}/esm2_t2_d64.pt", tmp_path / "f.pt", sha256=ESM_SHA, progress=False)
+    out = download.fetch(f"{server.url}/esm2_t2_d64.pt", tmp_path / "f.pt", sha256=ESM_SHA, progress=False)
     assert out.read_bytes() == ESM_BYTES
     assert server.gets("/esm2_t2_d64.pt") == [None]
     assert not (tmp_path / "f.pt.part").exists()
@@ -157,7 +157,7 @@ def test_full_download(server, tmp_path):
 
 def test_interrupted_download_resumes_with_range(server, tmp_path):
     server.drop_after["/esm2_t2_d64.pt"] = 100_000
-    out = weights.fetch(f"{server.url}/esm2_t2_d64.pt", tmp_path / "f.pt", backoff=0.01, progress=False)
+    out = download.fetch(f"{server.url}/esm2_t2_d64.pt", tmp_path / "f.pt", backoff=0.01, progress=False)
     assert out.read_bytes() == ESM_BYTES
     assert server.gets("/esm2_t2_d64.pt") == [None, "bytes=100000-"]
 
@@ -165,46 +165,46 @@ def test_interrupted_download_resumes_with_range(server, tmp_path):
 def test_server_ignoring_range_restarts(server, tmp_path):
     server.drop_after["/esm2_t2_d64.pt"] = 50_000
     server.ignore_range.add("/esm2_t2_d64.pt")
-    out = weights.fetch(f"{server.url}/esm2_t2_d64.pt", tmp_path / "f.pt", backoff=0.01, progress=False)
+    out = download.fetch(f"{server.url}/esm2_t2_d64.pt", tmp_path / "f.pt", backoff=0.01, progress=False)
     assert out.read_bytes() == ESM_BYTES
     assert server.gets("/esm2_t2_d64.pt") == [None, "bytes=50000-"]
 
 
 def test_404_is_not_retried(server, tmp_path):
-    with pytest.raises(weights.DownloadError, match="404"):
-        weights.fetch(f"{server.url}/missing.pt", tmp_path / "m.pt", backoff=0.01, progress=False)
+    with pytest.raises(registry.DownloadError, match="404"):
+        download.fetch(f"{server.url}/missing.pt", tmp_path / "m.pt", backoff=0.01, progress=False)
     assert len(server.gets("/missing.pt")) == 1
     assert not (tmp_path / "m.pt").exists()
 
 
 def test_corrupt_download_is_rejected(server, env):
     server.corrupt.add("/esm2_t2_d64.pt")
-    with pytest.raises(weights.ChecksumError, match="does not match"):
-        weights.download("esm2_t2_d64_known", progress=False)
-    assert not weights.record_path("esm2_t2_d64_known").exists()
+    with pytest.raises(registry.ChecksumError, match="does not match"):
+        cache.download("esm2_t2_d64_known", progress=False)
+    assert not cache.record_path("esm2_t2_d64_known").exists()
     assert not list((env / "cache" / "downloads").glob("esm2_t2_d64.pt*"))
-    assert weights.verify("esm2_t2_d64_known") == ["esm2_t2_d64_known: not installed"]
+    assert cache.verify("esm2_t2_d64_known") == ["esm2_t2_d64_known: not installed"]
 
 
 def test_offline_error_names_url_and_import_command(env, monkeypatch):
     url = f"http://127.0.0.1:{_free_port()}/esm2_t2_d64.pt"
     monkeypatch.setenv("SIMPLEFOLD_WEIGHTS_URL_ESM2_T2_D64_TEST", url)
-    with pytest.raises(weights.OfflineError) as info:
-        weights.download(ESM_NAME, progress=False)
+    with pytest.raises(registry.OfflineError) as info:
+        cache.download(ESM_NAME, progress=False)
     msg = str(info.value)
     assert url in msg and f"simplefold weights import esm2_t2_d64.pt --name {ESM_NAME}" in msg
-    with pytest.raises(weights.NotInstalledError, match=f"--name {ESM_NAME}"):
-        weights.resolve(ESM_NAME, offline=True)
+    with pytest.raises(registry.NotInstalledError, match=f"--name {ESM_NAME}"):
+        cache.resolve(ESM_NAME, offline=True)
 
 
 def test_download_convert_verify_and_tamper(server, env, pair_tokens):
-    from simplefold.esm import load_converted_esm2, load_official_esm2
+    from simplefold.weights.esm import load_converted_esm2, load_official_esm2
 
-    out = weights.resolve(ESM_NAME, progress=False)
-    record = json.loads(weights.record_path(ESM_NAME).read_text())
+    out = cache.resolve(ESM_NAME, progress=False)
+    record = json.loads(cache.record_path(ESM_NAME).read_text())
     assert record["source"]["sha256"] == ESM_SHA and record["source"]["size"] == len(ESM_BYTES)
-    assert weights.verify() == []
-    assert weights.resolve(ESM_NAME) == out
+    assert cache.verify() == []
+    assert cache.resolve(ESM_NAME) == out
     assert len(server.gets("/esm2_t2_d64.pt")) == 1  # resolved from the cache the second time
     assert not (env / "cache" / "downloads" / "esm2_t2_d64.pt").exists()  # source not kept by default
     np.testing.assert_array_equal(
@@ -217,12 +217,12 @@ def test_download_convert_verify_and_tamper(server, env, pair_tokens):
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
-    problems = weights.verify(ESM_NAME)
+    problems = cache.verify(ESM_NAME)
     assert len(problems) == 1 and "checksum mismatch" in problems[0] and victim.name in problems[0]
     # a later modification (new mtime) is caught at load time too
     victim.write_bytes(bytes(data))
-    with pytest.raises(weights.ChecksumError, match="Refusing to use"):
-        weights.resolve(ESM_NAME)
+    with pytest.raises(registry.ChecksumError, match="Refusing to use"):
+        cache.resolve(ESM_NAME)
 
 
 @pytest.fixture(scope="module")
@@ -231,20 +231,20 @@ def pair_tokens():
 
 
 def test_import_file_checks_known_checksum(env, tmp_path):
-    out = weights.import_file(ESM_PT, "esm2_t2_d64_known")
-    assert weights.verify("esm2_t2_d64_known") == []
-    assert json.loads(weights.record_path("esm2_t2_d64_known").read_text())["source"]["imported_from"] == str(ESM_PT)
+    out = cache.import_file(ESM_PT, "esm2_t2_d64_known")
+    assert cache.verify("esm2_t2_d64_known") == []
+    assert json.loads(cache.record_path("esm2_t2_d64_known").read_text())["source"]["imported_from"] == str(ESM_PT)
     assert (out / "config.json").is_file()
     bad = tmp_path / "esm2_t2_d64.pt"
     bad.write_bytes(ESM_BYTES[:-1] + bytes([ESM_BYTES[-1] ^ 0xFF]))
-    with pytest.raises(weights.ChecksumError, match="does not match the registry"):
-        weights.import_file(bad, "esm2_t2_d64_known")
-    assert weights.verify("esm2_t2_d64_known") == []  # the earlier install is untouched
+    with pytest.raises(registry.ChecksumError, match="does not match the registry"):
+        cache.import_file(bad, "esm2_t2_d64_known")
+    assert cache.verify("esm2_t2_d64_known") == []  # the earlier install is untouched
 
 
 _DOWNLOAD_SCRIPT = (
-    "import logging, sys; logging.basicConfig(level=logging.INFO); from simplefold import weights; "
-    "print(weights.download(sys.argv[1], progress=False))"
+    "import logging, sys; logging.basicConfig(level=logging.INFO); from simplefold.weights import cache; "
+    "print(cache.download(sys.argv[1], progress=False))"
 )
 
 
@@ -255,14 +255,14 @@ def test_concurrent_download_waits_on_lock(server, env):
     procs = [subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    assert outs[0][0].strip() == outs[1][0].strip() == str(weights.converted_path(ESM_NAME))
+    assert outs[0][0].strip() == outs[1][0].strip() == str(cache.converted_path(ESM_NAME))
     assert len(server.gets("/esm2_t2_d64.pt")) == 1
     assert sum("waiting for another process" in err for _, err in outs) == 1, outs
-    assert weights.verify(ESM_NAME) == []
+    assert cache.verify(ESM_NAME) == []
 
 
 def test_cli_download_verify_and_load(server, env):
-    from simplefold.esm import load_official_esm2
+    from simplefold.weights.esm import load_official_esm2
 
     e = dict(os.environ, JAX_PLATFORMS="cpu")
     run = lambda *a: subprocess.run([sys.executable, "-m", "simplefold", *a], env=e, capture_output=True, text=True)  # noqa: E731
@@ -279,7 +279,8 @@ def test_cli_download_verify_and_load(server, env):
 
 
 def test_cli_folding_model_end_to_end(server, env, monkeypatch):
-    checkpoints = pytest.importorskip("simplefold.checkpoints")
+    from simplefold.weights import checkpoints
+
     summary = json.loads((PARITY / "folding_d64_h4.json").read_text())["summary"]
     server.files["/folding_d64_h4.ckpt"] = (PARITY / "folding_d64_h4.ckpt").read_bytes()
     reg = env / "registry2.json"
@@ -290,6 +291,6 @@ def test_cli_folding_model_end_to_end(server, env, monkeypatch):
     dl = subprocess.run([sys.executable, "-m", "simplefold", "weights", "download", "folding_tiny", "--no-progress"],
                         env=e, capture_output=True, text=True)
     assert dl.returncode == 0, dl.stderr
-    assert weights.verify("folding_tiny") == []
-    model = checkpoints.load_converted(weights.resolve("folding_tiny", offline=True))
+    assert cache.verify("folding_tiny") == []
+    model = checkpoints.load_converted(cache.resolve("folding_tiny", offline=True))
     assert model.module.config.hidden_size == summary["hidden_size"]

@@ -174,9 +174,9 @@ def run(args: argparse.Namespace) -> int:
     except ModelNotFoundError as exc:
         raise CLIError(str(exc)) from None
     except Exception as exc:
-        from simplefold import weights
+        from simplefold.weights.registry import WeightsError
 
-        if isinstance(exc, weights.WeightsError):
+        if isinstance(exc, WeightsError):
             raise CLIError(str(exc)) from None
         raise
     n_ok = sum(1 for s in report.status.values() if s in (outputs.STATUS_OK, outputs.STATUS_SKIPPED))

@@ -1,7 +1,7 @@
 """Export a training run's checkpoint as a converted model directory (what ``predict --model DIR`` loads).
 
 ``export_run(run_dir, out_dir)`` restores one checkpoint of a run written by
-:func:`simplefold.training.loop.train` and writes, with :func:`simplefold.checkpoints.save_converted`::
+:func:`simplefold.training.loop.train` and writes, with :func:`simplefold.weights.checkpoints.save_converted`::
 
     OUT/config.json          the FoldingConfig of the run (compute dtype reset to float32)
     OUT/state/               Orbax state of the FoldingDiT (EMA weights by default)
@@ -81,7 +81,7 @@ def run_model_config(config) -> Any:
     init_from = config.model.init_from
     if not init_from:
         return preset_cfg
-    from simplefold import checkpoints
+    from simplefold.weights import checkpoints
     from simplefold.model.config import config_from_dict
 
     path = pathlib.Path(init_from).expanduser()
@@ -89,9 +89,9 @@ def run_model_config(config) -> Any:
         cfg = checkpoints.folding_config(preset_cfg.name if preset_cfg.name != "custom" else preset_cfg)
     else:
         if not path.is_dir():
-            from simplefold import weights
+            from simplefold.weights import cache
 
-            path = pathlib.Path(weights.resolve(init_from, offline=True))
+            path = pathlib.Path(cache.resolve(init_from, offline=True))
         cfg = config_from_dict(json.loads((path / "config.json").read_text()))
     return dataclasses.replace(cfg, dtype="float32")
 
@@ -184,7 +184,7 @@ def export_run(
     Raises:
       ExportError: see :func:`restore_run_model`, or ``out_dir`` exists without ``overwrite``.
     """
-    from simplefold import checkpoints
+    from simplefold.weights import checkpoints
 
     out = pathlib.Path(out_dir).expanduser().absolute()
     if out.exists() and not overwrite:

@@ -97,14 +97,12 @@ _ESM_LOCK = threading.Lock()
 
 @functools.lru_cache(maxsize=2)
 def _load_esm(spec: str):
-    from simplefold import esm
+    from simplefold.weights import cache, esm
 
     path = pathlib.Path(spec).expanduser()
     if path.exists():
         return esm.load_official_esm2(path)  # a .pt file or a converted directory
-    from simplefold import weights
-
-    return esm.load_converted_esm2(weights.resolve(spec))
+    return esm.load_converted_esm2(cache.resolve(spec))
 
 
 def load_esm_encoder(spec: str):

@@ -136,16 +136,16 @@ def plot_loss_curve(output_dir: str | pathlib.Path) -> pathlib.Path | None:
 
 def _load_init_module(init_from: str, preset_cfg):
     """Module with the weights to fine-tune from: converted dir, official .ckpt, or released name."""
-    from simplefold import checkpoints
+    from simplefold.weights import checkpoints
 
     path = pathlib.Path(init_from).expanduser()
     if path.is_dir():
         return checkpoints.load_converted(path).module
     if path.is_file():
         return checkpoints.load_official_module(path, preset_cfg.name if preset_cfg.name != "custom" else preset_cfg)
-    from simplefold import weights
+    from simplefold.weights import cache
 
-    return checkpoints.load_converted(weights.resolve(init_from)).module
+    return checkpoints.load_converted(cache.resolve(init_from)).module
 
 
 def _validate(graphdef, ema_params, model_state, examples, cfg: TrainConfig, step: int) -> dict[str, float]:

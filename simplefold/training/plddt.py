@@ -787,7 +787,7 @@ def train_plddt(
       simplefold.training.export.ExportError: ``out_dir`` exists without ``overwrite``.
       ValueError / FileNotFoundError: bad data directory or model.
     """
-    from simplefold import checkpoints
+    from simplefold.weights import checkpoints
     from simplefold.model_loading import load_model
     from simplefold.training.export import ExportError
 

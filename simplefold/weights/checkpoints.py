@@ -1,7 +1,7 @@
 """Official SimpleFold checkpoints -> Flax NNX models, and Orbax save/load of converted models.
 
 The official ``.ckpt`` files are plain ``torch.save(state_dict)`` zips (spec §7.4). They are read
-with the torch-free :mod:`simplefold.torch_io` and converted through ONE declarative name map
+with the torch-free :mod:`simplefold.weights.torch_reader` and converted through ONE declarative name map
 (``folding_key_map`` / ``plddt_key_map``): official key -> (Flax parameter path, block index for
 stacked blocks, transform). Conversion checks that every checkpoint key is consumed exactly once
 and that shapes match; anything else raises :class:`CheckpointError` naming the key.
@@ -39,7 +39,7 @@ from simplefold.model.config import (
 )
 from simplefold.model.folding import FoldingDiT, FoldingModel
 from simplefold.model.plddt import PLDDTHead, PLDDTModel
-from simplefold.torch_io import CheckpointError, UnsafeCheckpointError, open_state_dict
+from simplefold.weights.torch_reader import CheckpointError, UnsafeCheckpointError, open_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ __all__ = [
     "save_converted",
     "load_converted",
 ]
+
+#: Version of the converted layout written by :func:`convert_official` (recorded by the weights
+#: cache; bump it to make every cached conversion stale).
+CONVERSION_VERSION = 1
 
 # transforms
 COPY = "copy"  # same layout
