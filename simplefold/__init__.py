@@ -36,7 +36,7 @@ _LAZY = {
     "parse_fasta": "simplefold.io.fasta",
 }
 _SUBMODULES = (
-    "sampler", "flow", "losses", "io", "features", "residues", "metrics", "model", "esm",
+    "sampling", "io", "features", "residues", "metrics", "model", "esm",
     "analysis", "plots", "weights", "inference", "alignment",
 )
 

@@ -12,7 +12,7 @@ DEFAULT_NUM_SAMPLES = 1
 
 @dataclasses.dataclass(frozen=True)
 class FoldOptions:
-    """Settings of a fold run (sampler settings default to :class:`simplefold.sampler.SamplerConfig`).
+    """Settings of a fold run (sampler settings default to :class:`simplefold.sampling.sampler.SamplerConfig`).
 
     Attributes:
       num_samples: structures per target (S).
@@ -45,8 +45,8 @@ class FoldOptions:
         self.sampler_config()  # validates num_steps / tau
 
     def sampler_config(self):
-        """The :class:`simplefold.sampler.SamplerConfig` of this run."""
-        from simplefold.sampler import SamplerConfig
+        """The :class:`simplefold.sampling.sampler.SamplerConfig` of this run."""
+        from simplefold.sampling.sampler import SamplerConfig
 
         over = {k: v for k, v in (("num_steps", self.num_steps), ("tau", self.tau)) if v is not None}
         return SamplerConfig(**over)

@@ -173,7 +173,7 @@ class Folder:
     def __init__(self, model: LoadedModel, options: FoldOptions, *, devices: Sequence[Any] | None = None):
         import jax
 
-        from simplefold import sampler
+        from simplefold.sampling import sampler
 
         self.model = model
         self.options = options
@@ -253,7 +253,7 @@ class Folder:
         import jax
         import jax.numpy as jnp
 
-        from simplefold import sampler
+        from simplefold.sampling import sampler
         from simplefold.io.structure import structure_from_sequence
 
         timings: dict[str, float] = {}

@@ -102,7 +102,7 @@ def fold(
         :class:`LoadedModel` (see :func:`load_model`).
       num_samples: structures per sequence.
       seed: sample k of target ``name`` depends only on (seed, name, k).
-      num_steps, tau: sampler settings (default: :class:`simplefold.sampler.SamplerConfig`).
+      num_steps, tau: sampler settings (default: :class:`simplefold.sampling.sampler.SamplerConfig`).
       plddt: compute pLDDT (stored x 100 per residue and in the B-factors).
       batch_size: at most this many samples per network call; None = what memory allows.
       max_memory_gb: per-device memory budget (GB) used to size chunks.

@@ -3,7 +3,7 @@ on chunking or bucketing.
 
 A sample's noise depends only on (seed, target, k), so a sample run alone, in a chunk of 4, or
 padded to a larger bucket gets exactly the same random numbers; with the compiler options of
-``simplefold.reproducible`` and the padding-invariant centring of ``simplefold.flow`` its
+``simplefold.reproducible`` and the padding-invariant centring of ``simplefold.sampling.flow`` its
 coordinates and pLDDT are then bit-identical too (before those, rounding differences of
 differently shaped products grew to 0.028 Å over 40 steps).
 """

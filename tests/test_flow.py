@@ -1,4 +1,4 @@
-"""Tests of simplefold.flow: path maths, time distribution, grids, centring, Kabsch, rotations."""
+"""Tests of simplefold.sampling.flow: path maths, time distribution, grids, centring, Kabsch, rotations."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import PARITY, PARITY_CASES
 
-from simplefold import flow
+from simplefold.sampling import flow
 
 
 def _rand(seed, shape, scale=1.0):

@@ -1,4 +1,4 @@
-"""Tests of simplefold.losses: masked MSE, smooth lDDT (both weightings), the full flow-matching loss."""
+"""Tests of simplefold.training.losses: masked MSE, smooth lDDT (both weightings), the full flow-matching loss."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simplefold import flow, losses
+from simplefold.sampling import flow
+from simplefold.training import losses
 
 SIGMOID_MAX = sum(1 / (1 + math.exp(-c)) for c in (0.5, 1.0, 2.0, 4.0)) / 4  # ε of a perfect pair
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simplefold import flow
+from simplefold.sampling import flow
 from simplefold.model import layers
 from simplefold.reproducible import CPU_COMPILER_OPTIONS, padding_invariant_sum, stable_jit
 

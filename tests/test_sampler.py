@@ -1,4 +1,4 @@
-"""Tests of simplefold.sampler against the official EMSampler fixtures and analytic cases."""
+"""Tests of simplefold.sampling.sampler against the official EMSampler fixtures and analytic cases."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import PARITY, PARITY_CASES
 
-from simplefold import sampler
+from simplefold.sampling import sampler
 
 # Tolerances from the fixture README (|port − ref| ≤ atol + rtol·|ref|).
 ARITH = dict(atol=1e-5, rtol=1e-6)  # one step of arithmetic from stored inputs

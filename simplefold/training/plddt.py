@@ -363,8 +363,9 @@ def _chain_examples(network, feats: dict[str, np.ndarray], cfg: PLDDTTrainConfig
     import jax
     import jax.numpy as jnp
 
-    from simplefold import flow, metrics, sampler
     from simplefold import features as F
+    from simplefold import metrics
+    from simplefold.sampling import flow, sampler
     from simplefold.training import loader
 
     s = cfg.samples

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from simplefold import flow, losses
+from simplefold.sampling import flow
+from simplefold.training import losses
 from simplefold.training.config import LossSection, OptimSection
 from simplefold.training.state import TrainState
 

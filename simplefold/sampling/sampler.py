@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simplefold import flow
+from simplefold.sampling import flow
 from simplefold.model.config import ATTENTION_KEY_BLOCK
 from simplefold.reproducible import stable_jit
 

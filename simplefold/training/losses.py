@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from simplefold import flow
+from simplefold.sampling import flow
 
 # Inclusion thresholds (Å) of the smooth lDDT score (the four classic lDDT tolerances).
 _LDDT_THRESHOLDS = (0.5, 1.0, 2.0, 4.0)
