@@ -15,7 +15,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from simplefold import inference as I
+from simplefold.predict import fold
+from simplefold.predict.engine import Folder
+from simplefold.predict.loading import load_model
+from simplefold.predict.options import FoldOptions
+from simplefold.predict.targets import Target
 
 TRP_CAGE = "NLYIQWLKDGGPSSGRPPPS"
 STEPS = 40
@@ -23,7 +27,7 @@ STEPS = 40
 
 @pytest.fixture(scope="module")
 def demo():
-    return I.load_model("demo", offline=True)
+    return load_model("demo", offline=True)
 
 
 def _coords(result):
@@ -36,12 +40,12 @@ def test_demo_is_bundled_with_its_plddt_head(demo):
 
 
 def test_demo_sample_identical_alone_in_chunk_and_other_bucket(demo):
-    target = I.Target("trp_cage", TRP_CAGE)
-    opts = I.FoldOptions(num_samples=4, seed=11, num_steps=STEPS, plddt=True, batch_size=4)
-    chunk4 = I.Folder(demo, opts).fold_target(target)
-    alone = I.Folder(demo, dataclasses.replace(opts, batch_size=1)).fold_target(target)
-    other = I.Folder(demo, dataclasses.replace(opts, batch_size=1, token_buckets=(64,))).fold_target(target)
-    three = I.Folder(demo, dataclasses.replace(opts, num_samples=3, batch_size=3, token_buckets=(128,))).fold_target(
+    target = Target("trp_cage", TRP_CAGE)
+    opts = FoldOptions(num_samples=4, seed=11, num_steps=STEPS, plddt=True, batch_size=4)
+    chunk4 = Folder(demo, opts).fold_target(target)
+    alone = Folder(demo, dataclasses.replace(opts, batch_size=1)).fold_target(target)
+    other = Folder(demo, dataclasses.replace(opts, batch_size=1, token_buckets=(64,))).fold_target(target)
+    three = Folder(demo, dataclasses.replace(opts, num_samples=3, batch_size=3, token_buckets=(128,))).fold_target(
         target
     )
     assert alone.plan.chunk == 1 and other.plan.bucket_tokens == 64 != chunk4.plan.bucket_tokens
@@ -56,7 +60,7 @@ def test_demo_sample_identical_alone_in_chunk_and_other_bucket(demo):
 
 
 def test_demo_folds_with_plddt(demo):
-    (result,) = I.fold([("trp_cage", TRP_CAGE)], model=demo, num_samples=2, seed=0, num_steps=STEPS)
+    (result,) = fold([("trp_cage", TRP_CAGE)], model=demo, num_samples=2, seed=0, num_steps=STEPS)
     for s in result.samples:
         assert s.plddt.shape == (len(TRP_CAGE),)
         assert np.all((s.plddt >= 0) & (s.plddt <= 100))

@@ -256,7 +256,8 @@ def test_trained_head_is_used_by_predict(tiny_setup):
     """A head placed at <model>/plddt/ is picked up by load_model and gives per-residue pLDDT."""
     import shutil
 
-    from simplefold import inference
+    from simplefold.predict import fold
+    from simplefold.predict.loading import load_model
 
     root, model_dir, prepared = tiny_setup
     out = root / "head_predict"
@@ -265,9 +266,9 @@ def test_trained_head_is_used_by_predict(tiny_setup):
     bundle = root / "model_with_head"
     shutil.copytree(model_dir, bundle)
     shutil.copytree(out, bundle / "plddt")
-    loaded = inference.load_model(str(bundle))
+    loaded = load_model(str(bundle))
     assert loaded.plddt_head is not None
-    result = inference.fold([("pep", "MKTAYIAKQRQISFVKSH")], model=loaded, num_steps=2)[0]
+    result = fold([("pep", "MKTAYIAKQRQISFVKSH")], model=loaded, num_steps=2)[0]
     plddt = result.samples[0].plddt
     assert plddt is not None and plddt.shape == (18,) and np.all((plddt >= 0) & (plddt <= 100))
 

@@ -9,7 +9,7 @@ Examples::
     simplefold predict --merge-manifests out/                         # report the whole run
 
 Every FASTA record is a target (unlike the official CLI, which folds one per file). Outputs
-(see :mod:`simplefold.outputs`): ``OUT/<target>/<target>_sample_<k>.<ext>``, an ``_ensemble``
+(see :mod:`simplefold.predict.outputs`): ``OUT/<target>/<target>_sample_<k>.<ext>``, an ``_ensemble``
 multi-model file when --num-samples > 1, ``summary.json`` (written last; marks the target done),
 ``<target>_plddt.png``, and ``OUT/manifest.jsonl`` (``manifest.shard-I-of-N.jsonl`` per shard)
 with one line per target: ok / skipped (already done) / failed + reason.
@@ -31,8 +31,8 @@ logger = logging.getLogger("simplefold.predict")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from simplefold.fold_options import DEFAULT_NUM_SAMPLES, DEFAULT_SEED
-    from simplefold.model_loading import DEFAULT_MODEL
+    from simplefold.predict.loading import DEFAULT_MODEL
+    from simplefold.predict.options import DEFAULT_NUM_SAMPLES, DEFAULT_SEED
 
     parser.add_argument("input", nargs="?", help="FASTA file, directory of FASTA files, or an amino-acid sequence")
     parser.add_argument("-o", "--output", type=Path, help="output directory")
@@ -90,9 +90,9 @@ def _apply_config(args: argparse.Namespace) -> None:
 
 def _read_targets(source: str):
     """Targets of INPUT (FASTA file, directory of FASTA files, or a bare sequence)."""
-    from simplefold.io import fasta
     from simplefold.cli import CLIError
-    from simplefold.targets import read_targets
+    from simplefold.io import fasta
+    from simplefold.predict.targets import read_targets
 
     try:
         targets = read_targets(source)
@@ -115,10 +115,12 @@ def _print_report(report, out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simplefold import outputs, planning, predict_run
     from simplefold.cli import CLIError
-    from simplefold.fold_options import FoldOptions
-    from simplefold.model_loading import ModelNotFoundError
+    from simplefold.predict import outputs
+    from simplefold.predict import planning
+    from simplefold.predict import run as predict_run
+    from simplefold.predict.loading import ModelNotFoundError
+    from simplefold.predict.options import FoldOptions
 
     if args.config is not None:
         _apply_config(args)

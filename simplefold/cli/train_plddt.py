@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if config is None:
         return 0
 
-    from simplefold.model_loading import ModelNotFoundError
+    from simplefold.predict.loading import ModelNotFoundError
     from simplefold.training.plddt import train_plddt
     from simplefold.utils.files import json_safe
 

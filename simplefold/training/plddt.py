@@ -770,7 +770,7 @@ def train_plddt(
 
     Args:
       model: folding model: a converted directory, "demo", a released name, or a loaded
-        :class:`simplefold.model_loading.LoadedModel` (see ``load_model``).
+        :class:`simplefold.predict.loading.LoadedModel` (see ``load_model``).
       data_dir: prepared dataset with ``cfg.chains.train_split`` / ``val_split`` records.
       out_dir: directory to create: the head (``save_converted``: ``config.json`` + ``state/``),
         ``metrics.json`` and ``train_plddt_config.json``. Copy it to ``<model_dir>/plddt/`` to
@@ -789,7 +789,7 @@ def train_plddt(
       ValueError / FileNotFoundError: bad data directory or model.
     """
     from simplefold.weights import checkpoints
-    from simplefold.model_loading import load_model
+    from simplefold.predict.loading import load_model
     from simplefold.training.export import ExportError
 
     out = pathlib.Path(out_dir).expanduser().absolute()

@@ -46,7 +46,7 @@ class ModelNotFoundError(ValueError):
 
 @dataclasses.dataclass
 class LoadedModel:
-    """A loaded model, ready for :func:`simplefold.inference.fold`.
+    """A loaded model, ready for :func:`simplefold.predict.fold`.
 
     Attributes:
       network: the folding network, ``network(noised_pos (B,N,3), t (B,), feats) ->
@@ -190,7 +190,7 @@ def _official_plddt(network: Any, config: Any, *, offline: bool) -> tuple[Any, A
 
 
 def load_model(spec: Any = DEFAULT_MODEL, *, plddt: bool = True, offline: bool = False, esm: Any = None) -> LoadedModel:
-    """Load a model for :func:`simplefold.inference.fold`.
+    """Load a model for :func:`simplefold.predict.fold`.
 
     Args:
       spec: ``"demo"`` (bundled package data), a released name (``simplefold_100M`` ... ``3B``,

@@ -1,10 +1,10 @@
 """The folding engine (:class:`Folder`) and its results (:class:`FoldResult`, :class:`Sample`).
 
-A :class:`Folder` folds one target at a time with a :class:`simplefold.model_loading.LoadedModel`
+A :class:`Folder` folds one target at a time with a :class:`simplefold.predict.loading.LoadedModel`
 (every step is deterministic):
 
 * **Features.** Each target is featurised once (batch 1) and padded to its residue and atom
-  buckets (:mod:`simplefold.planning`); bucket padding is masked inside the network, so one
+  buckets (:mod:`simplefold.predict.planning`); bucket padding is masked inside the network, so one
   compiled sampler serves every protein of a bucket.
 * **Samples and chunks.** The ``S`` samples of a target share its batch-1 features (the sampler
   vmaps the network over samples; features are never copied S times). Samples run in chunks of
@@ -18,7 +18,7 @@ A :class:`Folder` folds one target at a time with a :class:`simplefold.model_loa
 * **Devices.** With more than one local device, a 1-D mesh ``("samples",)`` over all of them
   shards the sample axis (``NamedSharding``); features and weights are replicated.
 * **pLDDT.** The sampler output goes through the model's pLDDT pair
-  (:mod:`simplefold.model_loading`); pLDDT (0-100) is stored per residue and copied to every
+  (:mod:`simplefold.predict.loading`); pLDDT (0-100) is stored per residue and copied to every
   atom's B-factor.
 """
 
@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 
 from simplefold import features as F
-from simplefold.fold_options import FoldOptions
-from simplefold.model_loading import LoadedModel, plddt_latent_config
-from simplefold.planning import TargetPlan, bucket_key, default_memory_budget, plan_target
-from simplefold.targets import Target, TargetError, check_target
+from simplefold.predict.loading import LoadedModel, plddt_latent_config
+from simplefold.predict.options import FoldOptions
+from simplefold.predict.planning import TargetPlan, bucket_key, default_memory_budget, plan_target
+from simplefold.predict.targets import Target, TargetError, check_target
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class FoldResult:
     """All samples of one target, in sample order, plus run information.
 
     Attributes:
-      target: the :class:`simplefold.targets.Target`.
+      target: the :class:`simplefold.predict.targets.Target`.
       samples: one :class:`Sample` per sample index.
       plan: the :class:`TargetPlan` used (bucket, chunk size).
       timings: seconds per phase (``features``, ``esm``, ``sampling``, ``plddt``, ``total``).
@@ -164,7 +164,7 @@ def _plddt_apply(fn: _PureFn, params, y, feats):
 
 
 class Folder:
-    """Folds targets one at a time with a loaded model; the engine of :func:`simplefold.inference.fold` and the CLI.
+    """Folds targets one at a time with a loaded model; the engine of :func:`simplefold.predict.fold` and the CLI.
 
     Compiled functions are cached per (bucket, chunk) shape by JAX, so a Folder reused over many
     targets compiles once per bucket.
@@ -242,7 +242,7 @@ class Folder:
         """Fold one target (all its samples).
 
         Args:
-          target: the target (see :func:`simplefold.targets.check_target`).
+          target: the target (see :func:`simplefold.predict.targets.check_target`).
           esm_s: precomputed ``(M, E, C)`` ESM features for ESM-conditioned models (computed here
             when None).
           progress: optional tqdm-like bar advanced by the number of samples of each chunk.
@@ -253,8 +253,8 @@ class Folder:
         import jax
         import jax.numpy as jnp
 
-        from simplefold.sampling import sampler
         from simplefold.io.structure import structure_from_sequence
+        from simplefold.sampling import sampler
 
         timings: dict[str, float] = {}
         t_start = time.perf_counter()

@@ -3,7 +3,7 @@
 :func:`predict_to_directory` is the file-writing loop of ``simplefold predict``: it skips targets
 already complete with the same settings (:func:`run_fingerprint`), folds the others bucket by
 bucket, writes each target's files (:func:`write_result`; layout, atomic writes and manifests are
-:mod:`simplefold.outputs`'s) and records every target in the (shard's) manifest as soon as it is
+:mod:`simplefold.predict.outputs`'s) and records every target in the (shard's) manifest as soon as it is
 done. :func:`merge_report` merges the manifests of all shards.
 """
 
@@ -20,12 +20,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from simplefold import outputs
-from simplefold.fold_options import FoldOptions
-from simplefold.folder import Folder, FoldResult, progress_bar
-from simplefold.model_loading import LoadedModel, load_model, model_spec_name
-from simplefold.planning import bucket_key
-from simplefold.targets import Target, TargetError, check_target
+from simplefold.predict import outputs
+from simplefold.predict.engine import Folder, FoldResult, progress_bar
+from simplefold.predict.loading import LoadedModel, load_model, model_spec_name
+from simplefold.predict.options import FoldOptions
+from simplefold.predict.planning import bucket_key
+from simplefold.predict.targets import Target, TargetError, check_target
 from simplefold.utils.files import append_jsonl, write_json
 
 logger = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def predict_to_directory(
     offline: bool = False,
     on_result: Callable[[str, str], None] | None = None,
 ) -> PredictReport:
-    """Fold ``targets`` into ``out`` (layout in :mod:`simplefold.outputs`); the body of ``simplefold predict``.
+    """Fold ``targets`` into ``out`` (layout in :mod:`simplefold.predict.outputs`); the body of ``simplefold predict``.
 
     Targets already complete with the same settings are skipped; each finished, skipped or failed
     target appends a line to the (shard's) manifest immediately. A failing target (bad record,
@@ -171,13 +171,13 @@ def predict_to_directory(
     and the run goes on.
 
     Args:
-      targets: from :func:`simplefold.targets.as_targets` (names must be unique).
+      targets: from :func:`simplefold.predict.targets.as_targets` (names must be unique).
       out: output directory.
-      model: a :class:`simplefold.model_loading.LoadedModel` or anything
-        :func:`simplefold.model_loading.load_model` accepts (loaded only if some target needs folding).
+      model: a :class:`simplefold.predict.loading.LoadedModel` or anything
+        :func:`simplefold.predict.loading.load_model` accepts (loaded only if some target needs folding).
       options: run settings.
       fmt: ``pdb`` or ``cif``.
-      shard: ``(I, N)`` to fold only shard I of N (:func:`simplefold.outputs.shard_indices`).
+      shard: ``(I, N)`` to fold only shard I of N (:func:`simplefold.predict.outputs.shard_indices`).
       progress: tqdm bars (targets and samples).
       on_result: called with (target name, status) after each target (tests, logging).
     """

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from simplefold import outputs
+from simplefold.predict import outputs
 
 
 class TargetError(ValueError):

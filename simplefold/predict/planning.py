@@ -1,7 +1,7 @@
 """Memory and time estimates and the per-target run plan (bucket, chunk size): ``--dry-run``.
 
 Nothing here loads weights: a plan needs only the model's ``FoldingConfig``
-(:func:`simplefold.model_loading.model_config`). Memory is in bytes (GB = 1e9 bytes) per device,
+(:func:`simplefold.predict.loading.model_config`). Memory is in bytes (GB = 1e9 bytes) per device,
 time in seconds; both are rough and err on the high side.
 
 Each target is padded to a residue bucket (:func:`simplefold.features.bucket_size`) and an atom
@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from simplefold import features as F
-from simplefold.fold_options import FoldOptions
 from simplefold.model.config import ATTENTION_KEY_BLOCK
-from simplefold.model_loading import DEFAULT_MODEL, model_config, plddt_latent_config
-from simplefold.targets import Target, TargetError, as_targets, check_target
+from simplefold.predict.loading import DEFAULT_MODEL, model_config, plddt_latent_config
+from simplefold.predict.options import FoldOptions
+from simplefold.predict.targets import Target, TargetError, as_targets, check_target
 
 #: Fraction of a device's reported memory used as the default budget (XLA needs headroom).
 _DEVICE_MEMORY_FRACTION = 0.85
@@ -279,7 +279,7 @@ def plan(
 ) -> list[TargetPlan]:
     """Per-target plans (bucket, chunking, memory, time) without loading any weights.
 
-    ``model`` as in :func:`simplefold.model_loading.load_model`; only its configuration is read.
+    ``model`` as in :func:`simplefold.predict.loading.load_model`; only its configuration is read.
     """
     import jax
 
