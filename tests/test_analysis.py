@@ -1,4 +1,4 @@
-"""Tests of simplefold.analysis and ``simplefold analyze`` on a real NMR ensemble and constructed ensembles."""
+"""Tests of simplefold.evaluation.analysis and ``simplefold analyze`` on a real NMR ensemble and constructed ensembles."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import FIXTURES
 
-from simplefold import analysis
+from simplefold.evaluation import analysis
 from simplefold.cli import main
 from simplefold.io.structure import Structure, StructureError, read_structure, read_structure_models, write_structure
 
@@ -123,7 +123,7 @@ def test_superpose_to_mean_returns_mean_frame(nmr):
     aligned, mean = analysis.superpose_to_mean(nmr.ca[:5])
     np.testing.assert_allclose(aligned.mean(axis=0), mean, atol=1e-9)
     # Each aligned member is optimally superposed on the mean: Kabsch cannot improve it further.
-    from simplefold import metrics
+    from simplefold.evaluation import metrics
 
     for x in aligned:
         assert metrics.rmsd(x, mean, superpose=False) == pytest.approx(metrics.rmsd(x, mean), abs=1e-6)

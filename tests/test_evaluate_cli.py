@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES
-from simplefold import metrics
+from simplefold.evaluation import metrics
 from simplefold.cli import main
-from simplefold.cli.evaluate import target_name
+from simplefold.evaluation.evaluate import target_name
 from simplefold.io.structure import read_structure, write_structure
 
 DATA = FIXTURES / "metrics"

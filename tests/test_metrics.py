@@ -1,4 +1,4 @@
-"""Tests of simplefold.metrics and simplefold.alignment.
+"""Tests of simplefold.evaluation.metrics and simplefold.evaluation.alignment.
 
 Analytic cases check the definitions; real structure pairs (tests/fixtures/metrics, see its README)
 check TM-score/GDT against the ``TMscore`` program on the same residue mapping and lDDT against
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES
-from simplefold import alignment, metrics
+from simplefold.evaluation import alignment, metrics
 from simplefold.io.structure import Chain, Structure, read_structure
 
 DATA = FIXTURES / "metrics"

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import FIXTURES
 
-from simplefold import metrics
+from simplefold.evaluation import metrics
 from simplefold.training import plddt as P
 
 

@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from simplefold.cli import CLIError
-    from simplefold.evalset import export_eval_set
+    from simplefold.evaluation.evalsets import export_eval_set
 
     try:
         n, problems = export_eval_set(

@@ -116,8 +116,7 @@ def _print_report(report, out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from simplefold.cli import CLIError
-    from simplefold.predict import outputs
-    from simplefold.predict import planning
+    from simplefold.predict import outputs, planning
     from simplefold.predict import run as predict_run
     from simplefold.predict.loading import ModelNotFoundError
     from simplefold.predict.options import FoldOptions

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from simplefold.predict.engine import Folder, FoldResult
+from simplefold.predict.engine import FoldResult, Folder
 from simplefold.predict.loading import DEFAULT_MODEL, load_model
 from simplefold.predict.options import DEFAULT_NUM_SAMPLES, DEFAULT_SEED, FoldOptions
 from simplefold.predict.targets import TargetError, as_targets, check_target

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from simplefold.predict import outputs
-from simplefold.predict.engine import Folder, FoldResult, progress_bar
+from simplefold.predict.engine import FoldResult, Folder, progress_bar
 from simplefold.predict.loading import LoadedModel, load_model, model_spec_name
 from simplefold.predict.options import FoldOptions
 from simplefold.predict.planning import bucket_key

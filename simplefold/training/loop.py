@@ -153,7 +153,7 @@ def _validate(graphdef, ema_params, model_state, examples, cfg: TrainConfig, ste
     import jax
     from flax import nnx
 
-    from simplefold import metrics
+    from simplefold.evaluation import metrics
     from simplefold.sampling import sampler
 
     model = nnx.merge(graphdef, ema_params, model_state)

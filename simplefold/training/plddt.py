@@ -273,7 +273,7 @@ class ConfidenceSet:
     ``token_pad_mask``, ``residue_index``/``entity_id``/``asym_id``/``sym_id``. Per sample (K,):
     ``chain`` (index into ``chain_ids``), ``partial`` (1 = started from the noised truth),
     ``start_time`` (t0; 0 for samples from noise), ``allatom_lddt`` (global all-atom lDDT of the
-    sample, :func:`simplefold.metrics.lddt`).
+    sample, :func:`simplefold.evaluation.metrics.lddt`).
     """
 
     arrays: dict[str, np.ndarray]
@@ -364,7 +364,7 @@ def _chain_examples(network, feats: dict[str, np.ndarray], cfg: PLDDTTrainConfig
     import jax.numpy as jnp
 
     from simplefold import features as F
-    from simplefold import metrics
+    from simplefold.evaluation import metrics
     from simplefold.sampling import flow, sampler
     from simplefold.training import loader
 

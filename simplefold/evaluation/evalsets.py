@@ -18,8 +18,8 @@ import dataclasses
 import logging
 import pathlib
 
-from simplefold.io.structure import StructureError, read_structure, write_structure
 from simplefold.io.dataset import load_records
+from simplefold.io.structure import StructureError, read_structure, write_structure
 from simplefold.utils.files import atomic_write_text
 
 logger = logging.getLogger(__name__)

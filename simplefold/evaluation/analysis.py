@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simplefold import alignment, metrics
+from simplefold.evaluation import alignment, metrics
 from simplefold.io.structure import (
     STRUCTURE_SUFFIXES,
     Structure,

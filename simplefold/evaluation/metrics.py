@@ -24,7 +24,7 @@ Public API
 * ``lddt_jax(...)`` – the same in jax with masks (dense, for training-size inputs).
 * ``evaluate_pair(pred, ref, *, by_residue_number=False) -> dict[str, float]`` – every metric for two
   ``simplefold.io.structure.Structure`` objects after residue correspondence
-  (``simplefold.alignment.match_structures``): ``tm_score, gdt_ts, gdt_ha, lddt, rmsd_ca, rmsd_all,
+  (``simplefold.evaluation.alignment.match_structures``): ``tm_score, gdt_ts, gdt_ha, lddt, rmsd_ca, rmsd_all,
   n_aligned``.
 """
 
@@ -494,7 +494,7 @@ def reference_length(ref: Structure) -> int:
 def evaluate_pair(pred: Structure, ref: Structure, *, by_residue_number: bool = False) -> dict[str, float]:
     """Compare a predicted structure with a reference.
 
-    Residues are matched by ``simplefold.alignment.match_structures`` (sequence alignment, or author
+    Residues are matched by ``simplefold.evaluation.alignment.match_structures`` (sequence alignment, or author
     residue number with ``by_residue_number``); only pairs with both CAs resolved count.
 
     Returns:
@@ -504,9 +504,9 @@ def evaluate_pair(pred: Structure, ref: Structure, *, by_residue_number: bool = 
       (aligned residue pairs).
 
     Raises:
-      simplefold.alignment.AlignmentError: no aligned residue pair.
+      simplefold.evaluation.alignment.AlignmentError: no aligned residue pair.
     """
-    from simplefold import alignment
+    from simplefold.evaluation import alignment
 
     mapping = alignment.match_structures(pred, ref, by_residue_number=by_residue_number)
     n = len(mapping)
