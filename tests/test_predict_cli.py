@@ -240,7 +240,7 @@ def test_predict_dry_run_and_usage_errors(model_dir, tmp_path, capsys, monkeypat
     assert main(["predict", str(tmp_path / "missing.fasta"), "-o", str(tmp_path / "o")]) == 2
 
 
-def test_predict_config_file_fills_defaults_only(tmp_path, capsys):
+def test_predict_config_file_below_the_command_line(tmp_path, capsys):
     import shutil
 
     cfg = tmp_path / "c.json"
@@ -256,3 +256,23 @@ def test_predict_config_file_fills_defaults_only(tmp_path, capsys):
     assert rows[0][4] == "50"
     cfg.write_text(json.dumps({"num_sampels": 7}))
     assert main(["predict", str(fasta), "--dry-run", "--config", str(cfg)]) == 2
+
+
+def test_predict_option_precedence_command_line_then_file_then_defaults(tmp_path):
+    """An option given on the command line wins even when it equals its default (``--seed 42``);
+    the file fills what the command line left out; the defaults fill the rest."""
+    from simplefold.cli import build_parser
+    from simplefold.cli.predict import option_defaults, resolve_options
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"seed": 7, "num_samples": 5, "format": "cif", "output": "from_file"}))
+    defaults = option_defaults()
+    args = build_parser().parse_args(["predict", "MKTAYIAKQR", "--seed", str(defaults["seed"]), "--num-samples",
+                                      str(defaults["num_samples"]), "--config", str(cfg)])
+    resolve_options(args)
+    assert args.seed == defaults["seed"] and args.num_samples == defaults["num_samples"]  # command line
+    assert args.format == "cif" and args.output == Path("from_file")  # file
+    assert args.model == defaults["model"] and args.plddt is True and args.dry_run is False  # defaults
+    args = build_parser().parse_args(["predict", "MKTAYIAKQR", "--config", str(cfg), "--no-plddt"])
+    resolve_options(args)
+    assert args.seed == 7 and args.num_samples == 5 and args.plddt is False

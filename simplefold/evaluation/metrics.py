@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from simplefold.constants import LDDT_INCLUSION_RADIUS, LDDT_THRESHOLDS
+
 if TYPE_CHECKING:
     from simplefold.io.structure import Structure
 
@@ -49,8 +51,6 @@ LOWER_IS_BETTER = frozenset({"rmsd_ca", "rmsd_all"})
 
 GDT_TS_CUTOFFS = (1.0, 2.0, 4.0, 8.0)
 GDT_HA_CUTOFFS = (0.5, 1.0, 2.0, 4.0)
-LDDT_THRESHOLDS = (0.5, 1.0, 2.0, 4.0)
-LDDT_INCLUSION_RADIUS = 15.0
 
 # TMscore program search constants (TMscore.f): at most 20 extension iterations per seed, seed
 # lengths n, n/2, ... (at most 6 of them), shortest seed 4 pairs.

@@ -46,7 +46,7 @@ def fold(
     seed: int = DEFAULT_SEED,
     num_steps: int | None = None,
     tau: float | None = None,
-    plddt: bool = True,
+    plddt: bool = FoldOptions.plddt,
     batch_size: int | None = None,
     max_memory_gb: float | None = None,
     offline: bool = False,

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from simplefold import features as F
-from simplefold.predict.loading import LoadedModel, plddt_latent_config
+from simplefold.predict.loading import LoadedModel, plddt_head_config, plddt_latent_config
 from simplefold.predict.options import FoldOptions
 from simplefold.predict.planning import TargetPlan, bucket_key, default_memory_budget, plan_target
 from simplefold.predict.targets import Target, TargetError, check_target
@@ -201,6 +201,7 @@ class Folder:
             self._plddt_fn = _PureFn(lg, hg, lo, ho)
             self._plddt_params = self._replicate((ls, hs))
         self._latent_cfg = plddt_latent_config(model, model.config) if self.plddt_enabled else None
+        self._head_cfg = plddt_head_config(model, model.config) if self.plddt_enabled else None
 
     # -- placement ------------------------------------------------------------------
     def _replicate(self, tree):
@@ -224,7 +225,7 @@ class Folder:
         return plan_target(
             target, self.model.config, dataclasses.replace(self.options, plddt=self.plddt_enabled),
             num_devices=len(self.devices), budget=self.budget, device_kind=self.device_kind,
-            plddt_latent_cfg=self._latent_cfg,
+            plddt_latent_cfg=self._latent_cfg, plddt_head_cfg=self._head_cfg,
         )
 
     def esm_features(self, targets: Sequence[Target]) -> dict[str, np.ndarray]:

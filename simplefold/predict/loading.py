@@ -240,7 +240,6 @@ def load_model(spec: Any = DEFAULT_MODEL, *, plddt: bool = True, offline: bool =
     return model
 
 
-
 def plddt_latent_config(model: Any, cfg):
     """Config of the network whose latent feeds the pLDDT head (the 1.6B for released models).
 
@@ -254,6 +253,33 @@ def plddt_latent_config(model: Any, cfg):
 
         return OFFICIAL_SIZES[PLDDT_LATENT_WEIGHTS]()
     return cfg
+
+
+def plddt_head_config(model: Any, cfg):
+    """Config of the pLDDT head :func:`load_model` would give ``model``, without loading weights.
+
+    A converted directory's own ``plddt/`` head, else the official head for released
+    architectures; None when no head is known. ``model`` is a spec as in :func:`load_model`, ``cfg``
+    its :func:`model_config`.
+    """
+    if isinstance(model, LoadedModel):
+        return getattr(model.plddt_head, "config", None)
+    if isinstance(model, (str, os.PathLike)):
+        path = demo_model_path() if str(model) == DEMO_MODEL else Path(model).expanduser()
+        own = path / PLDDT_SUBDIR / "config.json"
+        if own.is_file():
+            from simplefold.model.config import config_from_dict
+
+            try:
+                return config_from_dict(json.loads(own.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError) as exc:
+                raise ModelNotFoundError(f"{own}: not a pLDDT head config ({exc})") from None
+    if cfg is not None and cfg.name in _released_names():
+        from simplefold.model.config import OFFICIAL_PLDDT_SIZES
+        from simplefold.weights.registry import get_entry
+
+        return OFFICIAL_PLDDT_SIZES[get_entry(PLDDT_HEAD_WEIGHTS).arch]()
+    return None
 
 
 def model_spec_name(spec: Any) -> str:

@@ -21,8 +21,8 @@ class FoldOptions:
       plddt: compute pLDDT (needs a pLDDT head, see the module docstring).
       batch_size: at most this many samples per network call (over all devices); None = as many
         as the memory budget allows.
-      max_memory_gb: memory budget per device in GB (1e9 bytes); None = 85 % of the accelerator's
-        memory, or half of the host RAM on CPU.
+      max_memory_gb: memory budget per device in GB (1e9 bytes); None =
+        :func:`simplefold.predict.planning.default_memory_budget`.
       token_buckets: residue-count buckets (see :func:`simplefold.features.bucket_size`).
     """
 

@@ -39,6 +39,9 @@ from simplefold.utils.files import atomic_write_text, json_default, read_jsonl
 
 logger = logging.getLogger(__name__)
 
+#: Structure formats of the sample files, and the default.
+FORMATS = ("pdb", "cif")
+DEFAULT_FORMAT = "pdb"
 SUMMARY_NAME = "summary.json"
 MANIFEST_NAME = "manifest.jsonl"
 #: Version of the summary.json layout (bumped when fields change meaning).
@@ -86,7 +89,7 @@ class TargetPaths:
 
     root: Path
     name: str
-    ext: str = "pdb"
+    ext: str = DEFAULT_FORMAT
 
     @property
     def dir(self) -> Path:

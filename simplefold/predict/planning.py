@@ -13,6 +13,7 @@ bucket (:func:`simplefold.features.atom_bucket_size`). Its ``S`` samples run in 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -22,47 +23,47 @@ import numpy as np
 
 from simplefold import features as F
 from simplefold.model.config import ATTENTION_KEY_BLOCK
-from simplefold.predict.loading import DEFAULT_MODEL, model_config, plddt_latent_config
+from simplefold.predict.loading import DEFAULT_MODEL, model_config, plddt_head_config, plddt_latent_config
 from simplefold.predict.options import FoldOptions
 from simplefold.predict.targets import Target, TargetError, as_targets, check_target
 
 #: Fraction of a device's reported memory used as the default budget (XLA needs headroom).
-_DEVICE_MEMORY_FRACTION = 0.85
+DEVICE_MEMORY_FRACTION = 0.85
 #: Default budget on CPU: this fraction of physical RAM.
-_HOST_MEMORY_FRACTION = 0.5
+HOST_MEMORY_FRACTION = 0.5
 #: Safety factor on the activation estimate (XLA temporaries, fusion buffers, fragmentation).
 _ACTIVATION_SAFETY = 2.0
 
 
-def _block_params(width: int, mlp_hidden: int, adaln: bool = True) -> int:
-    attn = 3 * width * width + width * width + width + 2 * 64  # qkv, proj(+bias), q/k norm scales
-    mlp = 3 * width * mlp_hidden + width
-    return attn + mlp + ((6 * width * width + 6 * width) if adaln else 0)
-
-
+@functools.lru_cache(maxsize=None)
 def count_parameters(cfg) -> int:
-    """Parameter count of a ``FoldingConfig`` (analytic; within 0.1 % of the official counts)."""
-    d, da = cfg.hidden_size, cfg.atom_hidden_size
-    trunk = cfg.depth * _block_params(d, cfg.trunk_mlp_hidden)
-    atom = (cfg.atom_encoder_depth + cfg.atom_decoder_depth) * _block_params(da, cfg.atom_mlp_hidden)
-    other = (
-        cfg.time_embed_dim * d + d + d * d + d  # time embedder
-        + d + 2 * d  # length embedder
-        + cfg.atom_feat_dim * d + d + 2 * d  # atom_feat_proj
-        + cfg.fourier_dim * d + 2 * d * d  # atom_pos_proj, atom_in_proj
-        + cfg.esm_dim * (d + 1) + d + 2 * d + cfg.esm_num_layers  # esm projection (+null token)
-        + 2 * d * d + d  # esm_cat_proj
-        + 4 * (d * da + da + 2 * max(d, da))  # context2atom, atom2latent, enc/dec cond
-        + d * d + d + 2 * d + d * da + da  # latent2atom
-        + 2 * da * d + 2 * da + 3 * da + 3  # final layer
-    )
-    return int(trunk + atom + other)
+    """Parameters of the network a config builds (``FoldingConfig``, ``PLDDTConfig`` or ``ESM2Config``).
+
+    Counted on the abstract module (``nnx.eval_shape``: shapes only, nothing is allocated), so the
+    count is exact for any config; buffers such as the Fourier frequency table are not parameters.
+    """
+    import jax
+    from flax import nnx
+
+    from simplefold.model import FoldingConfig, FoldingDiT, PLDDTConfig, PLDDTHead
+    from simplefold.model.esm2 import ESM2, ESM2Config
+
+    module = {FoldingConfig: FoldingDiT, PLDDTConfig: PLDDTHead, ESM2Config: ESM2}[type(cfg)]
+    abstract = nnx.eval_shape(lambda: module(cfg, rngs=nnx.Rngs(0)))
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
 
 
-def _plddt_head_params(width: int = 1536, depth: int = 4, bins: int = 50) -> int:
-    from simplefold.model.config import swiglu_hidden
+def esm_config(cfg):
+    """The released ESM2 whose representations an ESM-conditioned ``cfg`` reads (matched on
+    ``esm_num_layers`` and ``esm_dim``: ESM2-3B for every released model), or None."""
+    if cfg.condition != "esm":
+        return None
+    from simplefold.model.esm2 import ESM2_CONFIGS
 
-    return depth * _block_params(width, swiglu_hidden(width, 4.0), adaln=False) + width * width + 3 * width + width * bins + bins
+    for esm in ESM2_CONFIGS.values():
+        if (esm.num_representations, esm.embed_dim) == (cfg.esm_num_layers, cfg.esm_dim):
+            return esm
+    return None
 
 
 def _feature_bytes(num_tokens: int, num_atoms: int, esm_layers: int, esm_dim: int) -> int:
@@ -112,7 +113,8 @@ class MemoryEstimate:
 
 
 def estimate_memory(
-    cfg, num_tokens: int, num_atoms: int, batch: int = 1, *, plddt: bool = False, plddt_latent_cfg=None
+    cfg, num_tokens: int, num_atoms: int, batch: int = 1, *, plddt: bool = False, plddt_latent_cfg=None,
+    plddt_head_cfg=None,
 ) -> MemoryEstimate:
     """Estimated device memory of sampling (and pLDDT) for one target.
 
@@ -120,20 +122,22 @@ def estimate_memory(
       cfg: the ``FoldingConfig``.
       num_tokens, num_atoms: padded sizes (bucket M and N).
       batch: samples per call.
-      plddt: include the pLDDT head (and the 1.6B latent network when ``plddt_latent_cfg`` is given
-        and different from ``cfg``).
+      plddt: include the pLDDT head ``plddt_head_cfg`` (when given) and the latent network
+        ``plddt_latent_cfg`` (when given and different from ``cfg``; the 1.6B for released models).
 
-    The estimate counts float32 weights, the batch-1 features, the ESM weights of an
-    ESM-conditioned model (ESM2-3B: 2.8 B parameters), and per sample twice the live activations
-    of one network call; it errs on the high side.
+    The estimate counts float32 weights (:func:`count_parameters` of every network involved,
+    the ESM2 encoder of an ESM-conditioned model included), the batch-1 features, and per sample
+    twice the live activations of one network call; it errs on the high side.
     """
     params = count_parameters(cfg)
     esm_layers, esm_dim = (cfg.esm_num_layers, cfg.esm_dim) if cfg.condition == "esm" else (0, 0)
-    if cfg.condition == "esm":
-        params += 2_838_000_000 if cfg.esm_dim == 2560 else 0
+    esm = esm_config(cfg)
+    if esm is not None:
+        params += count_parameters(esm)
     per_sample = _ACTIVATION_SAFETY * _activation_bytes_per_sample(cfg, num_tokens, num_atoms)
     if plddt:
-        params += _plddt_head_params()
+        if plddt_head_cfg is not None:
+            params += count_parameters(plddt_head_cfg)
         if plddt_latent_cfg is not None and plddt_latent_cfg != cfg:
             params += count_parameters(plddt_latent_cfg)
             per_sample = max(per_sample, _ACTIVATION_SAFETY * _activation_bytes_per_sample(plddt_latent_cfg, num_tokens, num_atoms))
@@ -174,7 +178,8 @@ def device_throughput(kind: str) -> float:
 
 
 def default_memory_budget(devices: Sequence[Any] | None = None) -> int:
-    """Default per-device budget in bytes (85 % of accelerator memory; half the RAM on CPU)."""
+    """Default per-device budget in bytes: :data:`DEVICE_MEMORY_FRACTION` of an accelerator's memory,
+    :data:`HOST_MEMORY_FRACTION` of the RAM on CPU."""
     import jax
 
     dev = (devices or jax.local_devices())[0]
@@ -184,12 +189,12 @@ def default_memory_budget(devices: Sequence[Any] | None = None) -> int:
     except Exception:  # noqa: BLE001 - not all backends implement it
         stats = None
     if dev.platform != "cpu" and stats and stats.get("bytes_limit"):
-        return int(stats["bytes_limit"] * _DEVICE_MEMORY_FRACTION)
+        return int(stats["bytes_limit"] * DEVICE_MEMORY_FRACTION)
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         ram = 16 * 10**9
-    return int(ram * _HOST_MEMORY_FRACTION)
+    return int(ram * HOST_MEMORY_FRACTION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +235,7 @@ def plan_target(
     budget: int | None = None,
     device_kind: str = "cpu",
     plddt_latent_cfg=None,
+    plddt_head_cfg=None,
 ) -> TargetPlan:
     """Bucket, chunk size and estimates for one target (no weights needed).
 
@@ -250,7 +256,7 @@ def plan_target(
         chunk = -(-chunk // num_devices) * num_devices
         return TargetPlan(target.name, m, n, mb, nb, samples, chunk, 0, float("nan"))
     plddt = options.plddt
-    est = estimate_memory(cfg, mb, nb, 1, plddt=plddt, plddt_latent_cfg=plddt_latent_cfg)
+    est = estimate_memory(cfg, mb, nb, 1, plddt=plddt, plddt_latent_cfg=plddt_latent_cfg, plddt_head_cfg=plddt_head_cfg)
     per_dev = est.max_batch(budget) if budget is not None else samples
     if options.batch_size is not None:
         per_dev = min(per_dev, -(-options.batch_size // num_devices))
@@ -288,10 +294,11 @@ def plan(
     cfg = model_config(model)
     budget = int(options.max_memory_gb * 1e9) if options.max_memory_gb else default_memory_budget(devices)
     latent_cfg = plddt_latent_config(model, cfg) if options.plddt else None
+    head_cfg = plddt_head_config(model, cfg) if options.plddt else None
     kind = getattr(devices[0], "device_kind", devices[0].platform) if devices[0].platform != "cpu" else "cpu"
     return [
         plan_target(t, cfg, options, num_devices=len(devices), budget=budget, device_kind=kind,
-                    plddt_latent_cfg=latent_cfg)
+                    plddt_latent_cfg=latent_cfg, plddt_head_cfg=head_cfg)
         for t in as_targets(sequences)
     ]
 

@@ -156,7 +156,7 @@ def predict_to_directory(
     model: LoadedModel | Any,
     options: FoldOptions,
     *,
-    fmt: str = "pdb",
+    fmt: str = outputs.DEFAULT_FORMAT,
     shard: tuple[int, int] | None = None,
     progress: bool = False,
     devices: Sequence[Any] | None = None,

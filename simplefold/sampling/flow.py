@@ -2,7 +2,7 @@
 
 Conventions (shared by the whole package):
 
-* coordinates ``x`` have shape ``(B, N, 3)`` in **model units** (Å/16, see :data:`COORD_SCALE`)
+* coordinates ``x`` have shape ``(B, N, 3)`` in **model units** (Å/16, see :data:`simplefold.constants.COORD_SCALE`)
   unless a docstring says otherwise; masks have shape ``(B, N)`` (any numeric/bool dtype,
   1 = real/resolved atom);
 * ``t`` has shape ``(B,)``; **t = 0 is pure noise, t = 1 is data** (``LinearPath`` of the
@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simplefold.features import COORD_SCALE  # noqa: F401  (Å per model unit; re-exported)
 from simplefold import reproducible
+from simplefold.constants import T_START
 
 # Training-time t distribution: t = 0.98·sigmoid(u) + 0.02·v, u ~ N(0.8, 1.7²), v ~ U(0, 1).
 _T_LOGIT_MEAN = 0.8
@@ -109,7 +109,7 @@ def noised_sample(key: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array, 
     return t, x0, interpolate(x0, x1, t)
 
 
-def log_time_grid(num_steps: int, t_start: float = 1e-4) -> np.ndarray:
+def log_time_grid(num_steps: int, t_start: float = T_START) -> np.ndarray:
     """The official log-spaced sampling grid t_0 = t_start … t_num_steps = 1 (float32, host NumPy).
 
     t_i = (1 − 10^(−2i/n)) / 0.99, computed as the reference does: ``1 − logspace(-2, 0, n+1)``
@@ -135,7 +135,7 @@ def log_time_grid(num_steps: int, t_start: float = 1e-4) -> np.ndarray:
     return np.clip(t, f32(t_start), f32(1.0)).astype(f32)
 
 
-def linear_time_grid(num_steps: int, t_start: float = 1e-4) -> np.ndarray:
+def linear_time_grid(num_steps: int, t_start: float = T_START) -> np.ndarray:
     """Uniform grid ``linspace(t_start, 1, num_steps + 1)`` (float32), used when log_timesteps is off."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")

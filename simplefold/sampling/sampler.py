@@ -31,9 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simplefold.sampling import flow
+from simplefold.constants import COORD_SCALE, NUM_STEPS, T_START, TAU, W_CUTOFF
 from simplefold.model.config import ATTENTION_KEY_BLOCK
 from simplefold.reproducible import stable_jit
+from simplefold.sampling import flow
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,10 @@ class SamplerConfig:
       log_timesteps: log-spaced grid (always on in the official CLI); else uniform.
     """
 
-    num_steps: int = 500
-    tau: float = 0.1
-    t_start: float = 1e-4
-    w_cutoff: float = 0.99
+    num_steps: int = NUM_STEPS
+    tau: float = TAU
+    t_start: float = T_START
+    w_cutoff: float = W_CUTOFF
     log_timesteps: bool = True
 
     def __post_init__(self) -> None:
@@ -402,7 +403,7 @@ def postprocess(coords: jax.Array, atom_pad_mask: jax.Array) -> jax.Array:
     """
     coords = jnp.asarray(coords, jnp.float32)
     mask = jnp.broadcast_to(jnp.asarray(atom_pad_mask), coords.shape[:2])
-    return flow.center(coords, mask) * flow.COORD_SCALE
+    return flow.center(coords, mask) * COORD_SCALE
 
 
 # ----------------------------------------------------------------------------- memory

@@ -16,10 +16,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from simplefold.constants import COORD_SCALE, LDDT_INCLUSION_RADIUS, LDDT_THRESHOLDS
 from simplefold.sampling import flow
+from simplefold.training.config import LossSection
 
-# Inclusion thresholds (Å) of the smooth lDDT score (the four classic lDDT tolerances).
-_LDDT_THRESHOLDS = (0.5, 1.0, 2.0, 4.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,10 +35,11 @@ class LossConfig:
       lddt_weight_schedule: fine-tuning form: per-sample (1 − lDDT)·(1 + 8·relu(t − 0.5)).
     """
 
-    use_rigid_align: bool = True
-    smooth_lddt_weight: float = 1.0
-    lddt_cutoff: float = 15.0
-    lddt_weight_schedule: bool = False
+    # the defaults are those of the training config's loss section (the one place they are stated)
+    use_rigid_align: bool = LossSection.rigid_align
+    smooth_lddt_weight: float = LossSection.smooth_lddt_weight
+    lddt_cutoff: float = LossSection.lddt_cutoff
+    lddt_weight_schedule: bool = LossSection.lddt_time_schedule
 
 
 def masked_mse(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
@@ -65,7 +66,9 @@ def _pairwise_distances(x: jax.Array) -> jax.Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, d2, 1.0)), 0.0)
 
 
-def smooth_lddt(pred: jax.Array, true: jax.Array, mask: jax.Array, cutoff: float = 15.0) -> jax.Array:
+def smooth_lddt(
+    pred: jax.Array, true: jax.Array, mask: jax.Array, cutoff: float = LDDT_INCLUSION_RADIUS
+) -> jax.Array:
     """Per-sample differentiable lDDT in [0, 1].
 
     Pairs (i, j), i ≠ j, both in ``mask`` and with true distance < ``cutoff`` are scored with
@@ -90,7 +93,7 @@ def smooth_lddt(pred: jax.Array, true: jax.Array, mask: jax.Array, cutoff: float
     true_d = _pairwise_distances(true)
     pair = (true_d < cutoff).astype(jnp.float32) * (1.0 - jnp.eye(n, dtype=jnp.float32)) * (m[:, :, None] * m[:, None, :])
     diff = jnp.abs(true_d - _pairwise_distances(pred))
-    eps = sum(jax.nn.sigmoid(c - diff) for c in _LDDT_THRESHOLDS) / len(_LDDT_THRESHOLDS)
+    eps = sum(jax.nn.sigmoid(c - diff) for c in LDDT_THRESHOLDS) / len(LDDT_THRESHOLDS)
     num = jnp.sum(eps * pair, axis=(-1, -2))
     den = jnp.maximum(jnp.sum(pair, axis=(-1, -2)), 1.0)
     return num / den
@@ -163,8 +166,8 @@ def flow_matching_loss(
     aux: dict[str, Any] = {"mse": mse}
     loss = mse
     if config.lddt_weight_schedule or config.smooth_lddt_weight != 0.0:
-        pred_a = flow.center(x1_hat.astype(jnp.float32), pad_mask) * flow.COORD_SCALE
-        true_a = flow.center(x1.astype(jnp.float32), pad_mask) * flow.COORD_SCALE
+        pred_a = flow.center(x1_hat.astype(jnp.float32), pad_mask) * COORD_SCALE
+        true_a = flow.center(x1.astype(jnp.float32), pad_mask) * COORD_SCALE
         lddt_loss, lddt = smooth_lddt_loss(pred_a, true_a, resolved_mask, t, config)
         aux["smooth_lddt_loss"] = lddt_loss
         aux["lddt"] = lddt

@@ -40,13 +40,11 @@ from typing import Any
 
 import numpy as np
 
+from simplefold.constants import LDDT_INCLUSION_RADIUS, LDDT_THRESHOLDS, PLDDT_NUM_BINS, TAU_TRAINING
 from simplefold.utils.files import atomic_open, json_safe, publish_directory
 
 logger = logging.getLogger(__name__)
 
-#: Inclusion radius (Å, strict ``<``) and distance-error thresholds (Å) of the pLDDT target.
-PLDDT_CUTOFF = 15.0
-PLDDT_THRESHOLDS = (0.5, 1.0, 2.0, 4.0)
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "train_plddt_config.json"
 #: Cached per-token arrays of a confidence set (besides the per-sample ones).
@@ -66,7 +64,7 @@ class HeadSection:
 
     depth: int = 2
     num_heads: int | None = None
-    num_bins: int = 50
+    num_bins: int = PLDDT_NUM_BINS
     init_seed: int = 0
 
 
@@ -93,7 +91,7 @@ class SamplesSection:
 
     num_samples: int = 2
     num_steps: int = 25
-    tau: float = 0.3
+    tau: float = TAU_TRAINING
     num_partial: int = 2
     #: t0 of a partial trajectory, drawn per chain from this list (higher = closer to the truth).
     partial_start_times: tuple[float, ...] = (0.4, 0.6, 0.8)
@@ -184,8 +182,8 @@ def token_lddt_targets(
     rep_atom: np.ndarray,
     center_atom: np.ndarray,
     *,
-    cutoff: float = PLDDT_CUTOFF,
-    thresholds: Sequence[float] = PLDDT_THRESHOLDS,
+    cutoff: float = LDDT_INCLUSION_RADIUS,
+    thresholds: Sequence[float] = LDDT_THRESHOLDS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-token lDDT target of the official pLDDT loss (AF3/Boltz ``plddt_loss``).
 
@@ -226,7 +224,7 @@ def token_lddt_targets(
     return np.where(valid, lddt, 0.0).astype(np.float32), valid
 
 
-def lddt_to_bins(lddt: np.ndarray, num_bins: int = 50) -> np.ndarray:
+def lddt_to_bins(lddt: np.ndarray, num_bins: int = PLDDT_NUM_BINS) -> np.ndarray:
     """``min(floor(lddt · num_bins), num_bins − 1)`` as int32 (works on numpy and jax arrays)."""
     import jax.numpy as jnp
 
@@ -586,7 +584,7 @@ def predict_plddt(head, data: ConfidenceSet, batch_size: int = 16) -> tuple[np.n
     return _predict(predict, params, data, batch_size)
 
 
-def marginal_loss(train: ConfidenceSet, data: ConfidenceSet, num_bins: int = 50) -> float:
+def marginal_loss(train: ConfidenceSet, data: ConfidenceSet, num_bins: int = PLDDT_NUM_BINS) -> float:
     """Loss of the best input-independent predictor: the training set's bin histogram (a baseline)."""
     counts = np.bincount(lddt_to_bins(train["target"][train["mask"] > 0], num_bins), minlength=num_bins) + 1.0
     logp = np.log(counts / counts.sum())
