@@ -24,8 +24,7 @@ that depends on array shapes, which a 500-step sampler amplifies (before these m
 
 Accelerators: the compiler options are CPU-only. On GPUs the GEMM library chooses algorithms per
 shape, so there a sample is the same across chunkings and buckets only up to float rounding.
-Tests: ``tests/test_reproducible.py``, and the bit-identity tests in ``test_sampler.py``,
-``test_inference.py`` and ``test_demo_model.py``.
+Tests: ``tests/test_reproducible.py`` (the pieces, and the end-to-end check on four models).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The constant tables are numpy float32 arrays computed on the host in the same fl
 order as the official torch code (its ``linspace`` as ``start + step*i``, float32 products and
 divisions); transcendental functions are evaluated in float64 and rounded once. Phases reach
 |position| x frequency ~ 1e4-1e5, so a one-ulp difference in a frequency is visible; see
-``tests/test_model.py`` for the comparison against the official tables.
+``tests/model/test_model.py`` for the comparison against the official tables.
 """
 
 from __future__ import annotations

@@ -13,8 +13,7 @@ A :class:`Folder` folds one target at a time with a :class:`simplefold.predict.l
 * **Randomness.** Sample ``k`` of target ``name`` draws all its noise from
   ``sampler.sample_keys(seed, name, ...)[k]``, i.e. from (seed, name, k) only, and the draws of an
   atom slot do not depend on the padding after it. A sample is therefore the same whether it runs
-  alone, in a chunk of 4, or in another bucket (up to float rounding of differently shaped
-  matmuls; see ``tests/test_inference.py``).
+  alone, in a chunk of 4, or in another bucket, to the bit on CPU (:mod:`simplefold.reproducible`).
 * **Devices.** With more than one local device, a 1-D mesh ``("samples",)`` over all of them
   shards the sample axis (``NamedSharding``); features and weights are replicated.
 * **pLDDT.** The sampler output goes through the model's pLDDT pair

@@ -116,7 +116,7 @@ def log_time_grid(num_steps: int, t_start: float = T_START) -> np.ndarray:
     flipped, shifted to start at 0, divided by its maximum, then clamped to [t_start, 1].
     The exponents and powers are evaluated in float64 and rounded once to float32; with the
     remaining steps in float32 this reproduces the reference grids for n = 8 and n = 500
-    bit-exactly (see ``tests/test_flow.py``).
+    bit-exactly (see ``tests/sampling/test_flow.py``).
 
     Args:
       num_steps: number of sampler steps n (≥ 1).

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
 
 import pytest
+from conftest import REPO
 
 from simplefold.model.config import OFFICIAL_SIZES, FoldingConfig
 from simplefold.training.config import ConfigError, TrainConfig, load_config, read_config_json
 from simplefold.training.plddt import PLDDTTrainConfig, load_plddt_config
 
-TRAIN = pathlib.Path(__file__).resolve().parents[2] / "train"
+TRAIN = REPO / "train"
 SHIPPED = sorted(p.name for p in TRAIN.glob("*.json"))
 PLDDT = {"demo_plddt.json"}
 SIZE_PRESETS = {f"simplefold_{n.split('_', 1)[1].replace('.', '_')}.json": n for n in OFFICIAL_SIZES}

@@ -1,4 +1,4 @@
-"""``simplefold predict`` end to end with a tiny random model saved as converted weights.
+"""``simplefold predict`` end to end with conftest's tiny random model saved as converted weights.
 
 Checks the output layout, PDB/mmCIF files re-read by biotite and gemmi (sequence, OXT, B-factors =
 pLDDT), manifests with a bad record, resume after deleting a summary and after SIGKILL, sharding
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from simplefold.cli import main
 
@@ -26,27 +27,6 @@ SEQS = {
 }
 # 20 steps: fewer blow the coordinates beyond what PDB columns hold (first Euler step has w ~ 99)
 STEPS = "20"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """Tiny random FoldingDiT (condition='embedding') + its own tiny pLDDT head in plddt/."""
-    import jax
-    from flax import nnx
-
-    from simplefold.weights.checkpoints import save_converted
-    from simplefold.model import FoldingConfig, FoldingDiT, PLDDTConfig, PLDDTHead
-
-    net = FoldingDiT(FoldingConfig.tiny(), rngs=nnx.Rngs(0))
-    # give the adaLN-Zero parameters (zero at init) random values so the velocity is not 0
-    state = nnx.state(net, nnx.Param)
-    keys = iter(jax.random.split(jax.random.key(100), 1000))
-    state = jax.tree.map(lambda x: jax.random.normal(next(keys), x.shape, x.dtype) * 0.002 if not x.any() else x, state)
-    nnx.update(net, state)
-    d = tmp_path_factory.mktemp("tiny_model")
-    save_converted(net, d)
-    save_converted(PLDDTHead(PLDDTConfig.tiny(), rngs=nnx.Rngs(1)), d / "plddt")
-    return d
 
 
 def _fasta(path: Path, records: dict[str, str], extra: str = "") -> Path:
@@ -92,10 +72,10 @@ def _check_pdb_and_cif(path: Path, sequence: str, plddt: list[float]) -> None:
             assert abs(a.b_iso - plddt[i]) < 0.011
 
 
-def test_predict_end_to_end_pdb_cif_bad_record_and_resume(model_dir, tmp_path, capsys):
+def test_predict_end_to_end_pdb_cif_bad_record_and_resume(tiny_model_dir, tmp_path, capsys):
     fasta = _fasta(tmp_path / "in.fasta", SEQS, extra=">broken\nMKT1AY\n")
     out = tmp_path / "out"
-    args = ["predict", str(fasta), "-o", str(out), "--model", str(model_dir), "--steps", STEPS,
+    args = ["predict", str(fasta), "-o", str(out), "--model", str(tiny_model_dir), "--steps", STEPS,
             "--num-samples", "2", "--seed", "5", "--no-progress"]
     assert main(args) == 1  # the bad record makes the run fail, after the others are done
 
@@ -146,7 +126,7 @@ def test_predict_end_to_end_pdb_cif_bad_record_and_resume(model_dir, tmp_path, c
     # mmCIF output of the same run
     out_cif = tmp_path / "out_cif"
     good = _fasta(tmp_path / "good.fasta", {"beta": SEQS["beta"]})
-    rc = main(["predict", str(good), "-o", str(out_cif), "--model", str(model_dir), "--steps", STEPS,
+    rc = main(["predict", str(good), "-o", str(out_cif), "--model", str(tiny_model_dir), "--steps", STEPS,
                "--num-samples", "2", "--seed", "5", "--format", "cif", "--no-progress"])
     assert rc == 0
     summary = json.loads((out_cif / "beta" / "summary.json").read_text())
@@ -157,13 +137,14 @@ def test_predict_end_to_end_pdb_cif_bad_record_and_resume(model_dir, tmp_path, c
     assert summary["samples"][0]["plddt"] == seed5_summary["samples"][0]["plddt"]
 
 
-def test_predict_resumes_after_sigkill(model_dir, tmp_path):
+def test_predict_resumes_after_sigkill(tiny_model_dir, tmp_path):
     recs = {f"t{i}": SEQS["alpha"][: 12 + i] for i in range(4)}  # bucket 32 ...
     recs["long"] = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVG"  # ... and a 41-residue target (bucket 48)
     fasta = _fasta(tmp_path / "in.fasta", recs)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "simplefold", "predict", str(fasta), "-o", str(out), "--model", str(model_dir),
-           "--steps", STEPS, "--no-plddt", "--no-progress"]
+    # an explicit seed: the resumed run must fold the remaining targets exactly as the killed one would have
+    cmd = [sys.executable, "-m", "simplefold", "predict", str(fasta), "-o", str(out), "--model", str(tiny_model_dir),
+           "--steps", STEPS, "--seed", "5", "--no-plddt", "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -194,10 +175,10 @@ def test_predict_resumes_after_sigkill(model_dir, tmp_path):
     assert all(man[n]["status"] == ("skipped" if n in done else "ok") for n in recs)
 
 
-def test_predict_shards_and_merge(model_dir, tmp_path, capsys):
+def test_predict_shards_and_merge(tiny_model_dir, tmp_path, capsys):
     fasta = _fasta(tmp_path / "in.fasta", {**SEQS, "gamma": "MKTAYIAKQRQIS"}, extra=">empty\n")
     out = tmp_path / "out"
-    base = ["predict", str(fasta), "-o", str(out), "--model", str(model_dir), "--steps", STEPS, "--no-plddt",
+    base = ["predict", str(fasta), "-o", str(out), "--model", str(tiny_model_dir), "--steps", STEPS, "--no-plddt",
             "--no-progress"]
     rc1 = main([*base, "--shard", "1/2"])
     s1 = _manifest(out, "manifest.shard-1-of-2.jsonl")
@@ -218,7 +199,7 @@ def test_predict_shards_and_merge(model_dir, tmp_path, capsys):
     assert merged["empty"]["status"] == "failed" and "empty" in merged["empty"]["reason"]
 
 
-def test_predict_dry_run_and_usage_errors(model_dir, tmp_path, capsys, monkeypatch):
+def test_predict_dry_run_and_usage_errors(tiny_model_dir, tmp_path, capsys, monkeypatch):
     from simplefold.weights import checkpoints
 
     def boom(*a, **k):
@@ -226,7 +207,7 @@ def test_predict_dry_run_and_usage_errors(model_dir, tmp_path, capsys, monkeypat
 
     monkeypatch.setattr(checkpoints, "load_converted", boom)
     fasta = _fasta(tmp_path / "in.fasta", SEQS, extra=">empty\n")
-    assert main(["predict", str(fasta), "--model", str(model_dir), "--dry-run", "--num-samples", "8",
+    assert main(["predict", str(fasta), "--model", str(tiny_model_dir), "--dry-run", "--num-samples", "8",
                  "--max-memory-gb", "4"]) == 0
     table = capsys.readouterr().out
     assert "alpha" in table and "beta" in table and "32/256" in table and "FAILS" in table
@@ -250,7 +231,7 @@ def test_predict_config_file_below_the_command_line(tmp_path, capsys):
     table = capsys.readouterr().out
     rows = [ln.split() for ln in table.splitlines() if ln.startswith("alpha")]
     assert rows and rows[0][4] == "3"  # the command line wins over the file
-    shutil.copy(Path(__file__).resolve().parent.parent / "inference" / "ensemble.json", tmp_path / "e.json")
+    shutil.copy(REPO / "inference" / "ensemble.json", tmp_path / "e.json")
     assert main(["predict", str(fasta), "--dry-run", "--config", str(tmp_path / "e.json")]) == 0
     rows = [ln.split() for ln in capsys.readouterr().out.splitlines() if ln.startswith("alpha")]
     assert rows[0][4] == "50"

@@ -20,10 +20,10 @@ import time
 
 import numpy as np
 import pytest
+from conftest import FIXTURES, REPO
 
 from simplefold.training import config as C
 
-FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 PROTEIN = FIXTURES / "training" / "1PGA.pdb.gz"
 EXTRA = (FIXTURES / "structures" / "1HIA_l_u.pdb.gz", FIXTURES / "structures" / "2HPR.pdb.gz")
 TRAIN_KEYS = ("loss", "mse", "smooth_lddt_loss", "lddt", "grad_norm", "lr")
@@ -132,7 +132,7 @@ def test_config_file_errors(tmp_path):
 
 
 def test_shipped_configs_parse():
-    train_dir = pathlib.Path(__file__).resolve().parent.parent / "train"
+    train_dir = REPO / "train"
     # train/ also holds pLDDT-head configs (``simplefold train-plddt``), which have no "model" section
     configs = sorted(p for p in train_dir.glob("*.json") if "model" in json.loads(p.read_text()))
     assert len(configs) >= 8
@@ -379,8 +379,9 @@ def test_esm_condition_needs_esm_model(prepared, tmp_path):
 
 def test_esm_conditioned_training(prepared, tmp_path):
     """The loader adds ``esm_s`` of each *cropped* sequence; a tiny ESM-conditioned model trains."""
+    from simplefold import esm
     from simplefold.training import loader
-    from simplefold.weights import esm
+    from simplefold.weights.esm import load_official_esm2
     from simplefold.io.dataset import load_chain, load_records
     from simplefold.training.loop import train
 
@@ -393,7 +394,7 @@ def test_esm_conditioned_training(prepared, tmp_path):
     it = loader.make_train_iterator(cfg.data, condition="esm", batch_per_host=2, records=records)
     batch = next(it)
     builder = loader.ExampleBuilder(str(prepared), tuple(records), cfg.data, "esm")
-    encoder = esm.load_official_esm2(ESM_PT)
+    encoder = load_official_esm2(ESM_PT)
     for p in range(2):
         record = builder.record_for(p)
         rng = np.random.default_rng([cfg.data.shuffle_seed, 1, p])

@@ -17,6 +17,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import FIXTURES
 
 from simplefold import residues
 from simplefold.io.structure import (
@@ -26,12 +27,17 @@ from simplefold.io.structure import (
     read_structure,
     read_structure_models,
     structure_from_sequence,
+    structure_stem,
     write_structure,
 )
 
-gemmi = pytest.importorskip("gemmi")
 
-STRUCTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "structures"
+
+def _gemmi():
+    """gemmi, the independent reader some tests check against; only those tests skip without it."""
+    return pytest.importorskip("gemmi")
+
+STRUCTURES = FIXTURES / "structures"
 ALL_FIXTURES = sorted(p.name for p in STRUCTURES.glob("*.gz"))
 STANDARD = set(residues.ONE_TO_THREE.values())
 
@@ -44,11 +50,11 @@ def _raw_atom_lines(name: str) -> list[str]:
 def _gemmi_structure(path: pathlib.Path):
     """gemmi reading of a fixture; files with junk in columns 73-80 are blanked there first."""
     try:
-        return gemmi.read_structure(str(path))
+        return _gemmi().read_structure(str(path))
     except (RuntimeError, ValueError):
         with gzip.open(path, "rt") as fh:
             lines = [(ln.rstrip("\n")[:72] if ln.startswith(("ATOM", "HETATM")) else ln.rstrip("\n")) for ln in fh]
-        return gemmi.read_pdb_string("\n".join(lines))
+        return _gemmi().read_pdb_string("\n".join(lines))
 
 
 def _gemmi_residue_atoms(residue) -> dict[str, np.ndarray]:
@@ -387,11 +393,11 @@ def test_round_trip(tmp_path, name, ext):
 
     # gemmi (not for BinaryCIF, which it does not read)
     if ext != "bcif":
-        gst = gemmi.read_structure(str(out))
+        gst = _gemmi().read_structure(str(out))
         assert len(gst) == 1
         for chain, cid in zip(s.chains, expected_ids):
             gchain = gst[0][cid]
-            assert gemmi.one_letter_code([r.name for r in gchain]) == chain.sequence
+            assert _gemmi().one_letter_code([r.name for r in gchain]) == chain.sequence
             xyz = np.array([[a.pos.x, a.pos.y, a.pos.z] for r in gchain for a in r if a.name != "OXT"])
             np.testing.assert_allclose(xyz, chain.coords[chain.atom_mask], atol=1e-3)
             b_iso = np.array([a.b_iso for r in gchain for a in r if a.name != "OXT"])
@@ -410,7 +416,7 @@ def test_ensemble_round_trip(tmp_path, ext):
         assert a.sequences == b.sequences
         np.testing.assert_allclose(b.coords, a.coords, atol=1e-3)
     if ext != "bcif":
-        gst = gemmi.read_structure(str(out))
+        gst = _gemmi().read_structure(str(out))
         assert len(gst) == 3
         for k in range(3):
             xyz = np.array([[a.pos.x, a.pos.y, a.pos.z] for r in gst[k][0] for a in r if a.name != "OXT"])

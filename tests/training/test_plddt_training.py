@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import pathlib
 
 import numpy as np
 import pytest
 
-from conftest import FIXTURES
+from conftest import FIXTURES, REPO
 
 from simplefold.evaluation import metrics
 from simplefold.training import plddt as P
@@ -192,7 +191,7 @@ def test_config_overrides_and_errors(tmp_path):
     bad.write_text('{"fit": {"epochs": "many"}}')
     with pytest.raises(ConfigError, match="c.json"):
         P.load_plddt_config(bad)
-    repo_cfg = P.load_plddt_config(pathlib.Path(__file__).resolve().parent.parent / "train" / "demo_plddt.json")
+    repo_cfg = P.load_plddt_config(REPO / "train" / "demo_plddt.json")
     assert repo_cfg.samples.tau == 0.3
 
 

@@ -9,10 +9,11 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import FIXTURES
 
 from simplefold.io import dataset as D
 
-STRUCTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "structures"
+STRUCTURES = FIXTURES / "structures"
 FILES = ("1HIA_l_u.pdb.gz", "2HPR.pdb.gz", "8cny_A.cif.gz")
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import PARITY, PARITY_CASES
+from conftest import PARITY, PARITY_CASES, parity_features
 
 from simplefold.sampling import sampler
 
@@ -24,9 +22,7 @@ def _fixture(case):
 
 
 def _features(case):
-    """Batch-1 features of a case (the fixture stores two identical copies)."""
-    f = np.load(PARITY / f"features_{case}.npz")
-    return {k: f[k][:1] for k in f.files}
+    return parity_features(case)
 
 
 def _replay_velocity(time_grid, velocities):
@@ -165,43 +161,6 @@ def test_noise_of_an_atom_does_not_depend_on_padding():
     assert np.abs(np.asarray(a).std() - 1) < 0.05
 
 
-def _mixing_velocity():
-    """A small random network that mixes atoms (attention over atom slots) and reads the features."""
-    rng = np.random.default_rng(5)
-    params = {
-        "w_in": jnp.asarray(rng.normal(size=(4, 16)) / 2, jnp.float32),
-        "w_out": jnp.asarray(rng.normal(size=(16, 3)) / 4, jnp.float32),
-    }
-
-    def fn(p, y, t, feats):
-        h = jnp.concatenate([y, jnp.broadcast_to(feats["ref_pos"][..., :1], y.shape[:2] + (1,))], -1) @ p["w_in"]
-        h = jnp.tanh(h + t[:, None, None])
-        att = jax.nn.softmax(jnp.einsum("snc,smc->snm", h, h) / 4.0, axis=-1)
-        return jnp.einsum("snm,smc->snc", att, h) @ p["w_out"] - y
-
-    return sampler.VelocityModel(fn, params)
-
-
-def test_per_sample_determinism_under_chunking():
-    """Sample k is the same alone, in a batch of 4 and in chunks of 3."""
-    model = _mixing_velocity()
-    feats = _features("trpcage")
-    keys = sampler.sample_keys(7, "trpcage", 4)
-    kw = dict(num_steps=3, tau=0.1)
-    full = np.asarray(sampler.sample(model, feats, key=keys, **kw))
-    alone = np.asarray(sampler.sample(model, feats, key=keys[2:3], **kw))
-    chunked = np.asarray(sampler.sample(model, feats, key=keys, chunk_size=3, **kw))
-    assert full.shape == (4, 160, 3) and np.all(np.isfinite(full))
-    # bit-identical: see simplefold/reproducible.py
-    np.testing.assert_array_equal(alone[0], full[2])
-    np.testing.assert_array_equal(chunked, full)
-    assert np.abs(full[0] - full[1]).max() > 0.1  # samples differ
-    # one key: sample k uses fold_in(key, k)
-    single = np.asarray(sampler.sample(model, feats, key=jax.random.key(3), num_samples=3, **kw))
-    folded = jax.vmap(lambda k: jax.random.fold_in(jax.random.key(3), k))(jnp.arange(3, dtype=jnp.uint32))
-    np.testing.assert_array_equal(np.asarray(sampler.sample(model, feats, key=folded, **kw)), single)
-
-
 def test_input_validation():
     feats = _features("trpcage")
     vm = _point_mass_velocity(np.zeros((1, 160, 3), np.float32))
@@ -216,20 +175,6 @@ def test_input_validation():
 
 
 # ----------------------------------------------------------------------------- with the official network
-
-
-def _official_model():
-    from simplefold.weights import checkpoints
-
-    from simplefold.model.config import FoldingConfig
-
-    summary = json.loads((PARITY / "folding_d64_h4.json").read_text())["summary"]
-    return checkpoints.load_official_model(PARITY / "folding_d64_h4.ckpt", FoldingConfig.from_official(summary))
-
-
-@pytest.fixture(scope="module")
-def official_model():
-    return _official_model()
 
 
 @pytest.mark.parametrize("case", PARITY_CASES)
@@ -273,28 +218,3 @@ def test_sampler_end_to_end_500_steps(official_model):
         sampler.postprocess(out, feats["atom_pad_mask"]), s["denoised_coords_angstrom"],
         atol=16 * END_TO_END_500["atol"], rtol=END_TO_END_500["rtol"],
     )
-
-
-@pytest.mark.parametrize("case", ["gb1"])
-def test_sample_bit_identical_alone_in_chunk_and_padded(official_model, case):
-    """Same keys -> the same coordinates to the bit for a sample run alone, in a batch of 4, in
-    chunks of 3, or with features padded to a larger bucket (extra masked residues and atom slots)."""
-    from simplefold import features as F
-
-    feats = _features(case)
-    keys = sampler.sample_keys(3, case, 4)
-    kw = dict(num_steps=6, tau=0.1)
-    four = np.asarray(sampler.sample(official_model, feats, key=keys, **kw))
-    alone = np.asarray(sampler.sample(official_model, feats, key=keys[2:3], **kw))
-    chunked = np.asarray(sampler.sample(official_model, feats, key=keys, chunk_size=3, **kw))
-    n, m = F.num_atoms(feats), F.num_tokens(feats)
-    # the port-only masks say which slots are bucket padding (the official layout has none)
-    masks = dict(atom_slot_mask=np.ones((1, n), np.float32), token_pad_mask=np.ones((1, m), np.float32))
-    padded = F.pad_to_bucket({**feats, **masks}, m + 40, n + 352, batched=True)
-    assert padded["atom_slot_mask"].sum() == n and padded["token_pad_mask"].sum() == m
-    bigger = np.asarray(sampler.sample(official_model, padded, key=keys[1:3], **kw))
-    assert bigger.shape == (2, n + 352, 3)
-    np.testing.assert_array_equal(alone[0], four[2])
-    np.testing.assert_array_equal(chunked, four)
-    np.testing.assert_array_equal(bigger[:, :n], four[1:3])
-    assert np.abs(four[0] - four[1]).max() > 0.1  # the samples themselves differ

@@ -6,6 +6,7 @@ import pathlib
 import re
 
 import pytest
+from conftest import REPO
 
 from simplefold.io.fasta import (
     MAX_SEQUENCE_LENGTH,
@@ -17,7 +18,7 @@ from simplefold.io.fasta import (
     read_sequences,
 )
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "data" / "examples"
+EXAMPLES = REPO / "data" / "examples"
 
 
 def _write(tmp_path: pathlib.Path, name: str, content: str | bytes) -> pathlib.Path:
