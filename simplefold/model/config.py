@@ -49,6 +49,15 @@ _OFFICIAL_OPTIONAL_KEYS = {
 }
 
 
+def _from_dict(cls, d: dict[str, Any]):
+    """Inverse of a config's ``to_dict`` (the ``kind`` tag is dropped); unknown keys are an error."""
+    d = {k: v for k, v in d.items() if k != "kind"}
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    return cls(**d)
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
@@ -215,12 +224,7 @@ class FoldingConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FoldingConfig":
-        d = {k: v for k, v in d.items() if k != "kind"}
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown FoldingConfig keys: {sorted(unknown)}")
-        return cls(**d)
+        return _from_dict(cls, d)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -285,12 +289,7 @@ class PLDDTConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PLDDTConfig":
-        d = {k: v for k, v in d.items() if k != "kind"}
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown PLDDTConfig keys: {sorted(unknown)}")
-        return cls(**d)
+        return _from_dict(cls, d)
 
 
 # official checkpoint names -> config constructors

@@ -164,8 +164,20 @@ class MeshSection:
     cpu_collectives: str | None = None
 
 
+class SectionedConfig:
+    """JSON form of a config dataclass whose fields are section dataclasses (TrainConfig, the
+    pLDDT training config); the inverse is :func:`sections_from_dict`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable nested dict."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=dict))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(SectionedConfig):
     """A complete training run."""
 
     model: ModelSection = dataclasses.field(default_factory=ModelSection)
@@ -176,13 +188,6 @@ class TrainConfig:
     checkpoint: CheckpointSection = dataclasses.field(default_factory=CheckpointSection)
     validation: ValidationSection = dataclasses.field(default_factory=ValidationSection)
     mesh: MeshSection = dataclasses.field(default_factory=MeshSection)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable nested dict."""
-        return json.loads(json.dumps(dataclasses.asdict(self), default=dict))
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def replace(self, **sections: Any) -> TrainConfig:
         return dataclasses.replace(self, **sections)

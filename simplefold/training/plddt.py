@@ -41,6 +41,14 @@ from typing import Any
 import numpy as np
 
 from simplefold.constants import LDDT_INCLUSION_RADIUS, LDDT_THRESHOLDS, PLDDT_NUM_BINS, TAU_TRAINING
+from simplefold.training.config import (
+    ConfigError,
+    DataSection,
+    SectionedConfig,
+    parse_value,
+    read_config_json,
+    sections_from_dict,
+)
 from simplefold.utils.files import atomic_open, json_safe, publish_directory
 
 logger = logging.getLogger(__name__)
@@ -121,19 +129,13 @@ class FitSection:
 
 
 @dataclasses.dataclass(frozen=True)
-class PLDDTTrainConfig:
+class PLDDTTrainConfig(SectionedConfig):
     """A complete ``train-plddt`` run (JSON sections ``head``, ``chains``, ``samples``, ``fit``)."""
 
     head: HeadSection = dataclasses.field(default_factory=HeadSection)
     chains: ChainsSection = dataclasses.field(default_factory=ChainsSection)
     samples: SamplesSection = dataclasses.field(default_factory=SamplesSection)
     fit: FitSection = dataclasses.field(default_factory=FitSection)
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
 def plddt_config_from_dict(data: Mapping[str, Any], where: str = "config") -> PLDDTTrainConfig:
@@ -143,8 +145,6 @@ def plddt_config_from_dict(data: Mapping[str, Any], where: str = "config") -> PL
       simplefold.training.config.ConfigError: unknown section/key or a value of the wrong type.
     """
     # the section parser of the training config gives the same type checks and messages
-    from simplefold.training.config import sections_from_dict
-
     return sections_from_dict(PLDDTTrainConfig, data, where)
 
 
@@ -154,8 +154,6 @@ def load_plddt_config(path: str | os.PathLike | None, overrides: Sequence[str] =
     Raises:
       simplefold.training.config.ConfigError: names the file or the override.
     """
-    from simplefold.training.config import ConfigError, parse_value, read_config_json
-
     data: dict[str, Any] = {} if path is None else read_config_json(path)
     where = "defaults" if path is None else str(path)
     merged = plddt_config_from_dict(data, where).to_dict()
@@ -348,7 +346,6 @@ def _fill_unresolved(coords: np.ndarray, resolved: np.ndarray, atom_residue: np.
 
 def _crop_features(data_dir, record, chains: ChainsSection, rng: np.random.Generator) -> dict[str, np.ndarray]:
     from simplefold.training import loader
-    from simplefold.training.config import DataSection
     from simplefold.io.dataset import load_chain
 
     chain = load_chain(data_dir, record)

@@ -160,26 +160,24 @@ def plddt_key_map(config: PLDDTConfig) -> dict[str, KeyRule]:
 
 
 # ----------------------------------------------------------------------------- configs
-def folding_config(arch: str | Mapping[str, Any] | FoldingConfig) -> FoldingConfig:
-    """Size name ("simplefold_100M" ... "simplefold_3B"), official ``summary`` dict, or a config."""
-    if isinstance(arch, FoldingConfig):
+def _config(arch, cls, sizes: Mapping[str, Any], what: str):
+    if isinstance(arch, cls):
         return arch
     if isinstance(arch, str):
-        if arch not in OFFICIAL_SIZES:
-            raise ValueError(f"unknown SimpleFold size {arch!r}; expected one of {sorted(OFFICIAL_SIZES)}")
-        return OFFICIAL_SIZES[arch]()
-    return FoldingConfig.from_official(dict(arch))
+        if arch not in sizes:
+            raise ValueError(f"unknown {what} {arch!r}; expected one of {sorted(sizes)}")
+        return sizes[arch]()
+    return cls.from_official(dict(arch))
+
+
+def folding_config(arch: str | Mapping[str, Any] | FoldingConfig) -> FoldingConfig:
+    """Size name ("simplefold_100M" ... "simplefold_3B"), official ``summary`` dict, or a config."""
+    return _config(arch, FoldingConfig, OFFICIAL_SIZES, "SimpleFold size")
 
 
 def plddt_config(arch: str | Mapping[str, Any] | PLDDTConfig) -> PLDDTConfig:
     """"plddt_1.6B", an official pLDDT ``summary`` dict, or a config."""
-    if isinstance(arch, PLDDTConfig):
-        return arch
-    if isinstance(arch, str):
-        if arch not in OFFICIAL_PLDDT_SIZES:
-            raise ValueError(f"unknown pLDDT head {arch!r}; expected one of {sorted(OFFICIAL_PLDDT_SIZES)}")
-        return OFFICIAL_PLDDT_SIZES[arch]()
-    return PLDDTConfig.from_official(dict(arch))
+    return _config(arch, PLDDTConfig, OFFICIAL_PLDDT_SIZES, "pLDDT head")
 
 
 # ----------------------------------------------------------------------------- conversion
