@@ -2,7 +2,8 @@
 
 Every array that crosses a module boundary (featurizer -> model, sampler, losses, loader) is a flat
 ``dict[str, np.ndarray]`` whose names, dtypes and symbolic shapes are given by :data:`FEATURE_SCHEMA`.
-Names, dtypes and layout are the official SimpleFold ones (``simplefold-spec.md`` §3.3), so a
+Names, dtypes and layout are the official SimpleFold ones (the Boltz featurizer it uses,
+``src/simplefold/boltz_data_pipeline/feature/featurizer.py`` of apple/ml-simplefold), so a
 feature dict made here can be fed to the official network and vice versa.
 
 Shapes are written without the batch axis; a *batched* dict has a leading ``B`` on every array.
@@ -69,7 +70,8 @@ FEATURE_SCHEMA: dict[str, FeatureSpec] = {
     "ref_pos": _F("float32", ("N", 3), 0.0, "reference conformer xyz, Å/5", network=True),
     "ref_element": _F("int64", ("N", NUM_ELEMENT_CLASSES), 0, "one-hot atomic number", network=True),
     "ref_charge": _F("int8", ("N",), 0, "formal charge", network=True),
-    "ref_atom_name_chars": _F("int64", ("N", NUM_ATOM_NAME_CHARS, NUM_CHAR_CLASSES), 0, "one-hot (ord(c)-32)%64 per char", network=True),
+    "ref_atom_name_chars": _F("int64", ("N", NUM_ATOM_NAME_CHARS, NUM_CHAR_CLASSES), 0, "one-hot (ord(c)-32)%64 per char",
+                              network=True),
     "ref_space_uid": _F("int64", ("N",), 0, "residue ordinal of each atom", network=True),
     "atom_pad_mask": _F("float32", ("N",), 0.0, "1 real atom, 0 padding", network=True),
     "atom_resolved_mask": _F("bool", ("N",), False, "atom present in the experiment"),

@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--min-resolved", type=float, default=d.min_resolved_fraction,
         help="minimum fraction of residues with a CA (default: %(default)s)",
     )
-    parser.add_argument("--model", type=int, default=d.model, help="model number of multi-model files (default: %(default)s)")
+    parser.add_argument("--model", type=int, default=d.model,
+                        help="model number of multi-model files (default: %(default)s)")
     parser.add_argument("-j", "--workers", type=int, default=None, help="worker processes (default: CPU count)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

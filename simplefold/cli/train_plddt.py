@@ -1,4 +1,4 @@
-"""``simplefold train-plddt``: train a pLDDT head on a folding model's own samples (spec §2 recipe)."""
+"""``simplefold train-plddt``: train a pLDDT head on a folding model's own samples (official recipe, scaled down)."""
 
 from __future__ import annotations
 

@@ -64,7 +64,8 @@ def _structure_files(path: pathlib.Path, what: str) -> list[pathlib.Path]:
         return [path]
     files = sorted(p for p in path.rglob("*") if p.is_file() and structure_stem(p) is not None)
     if not files:
-        raise EvaluationError(f"{what} directory {path} contains no structure files ({', '.join(STRUCTURE_SUFFIXES)}[.gz])")
+        suffixes = ", ".join(STRUCTURE_SUFFIXES)
+        raise EvaluationError(f"{what} directory {path} contains no structure files ({suffixes}[.gz])")
     return files
 
 

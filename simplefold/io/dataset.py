@@ -9,8 +9,8 @@ On-disk layout of a prepared dataset ``OUT/``::
     OUT/summary.json            counts of the last run
 
 Only the compact raw arrays are stored; features (:mod:`simplefold.features`) are built on the fly
-by the training loader (:mod:`simplefold.training.loader`) after cropping, so one dataset serves every crop size and model. The atom layout is
-the official heavy-atom template order, so atom names/elements are implied by ``res_names``.
+by the training loader (:mod:`simplefold.training.loader`) after cropping, so one dataset serves
+every crop size and model. The atom layout is the official heavy-atom template order, so atom names/elements are implied by ``res_names``.
 
 Re-running ``prepare_dataset`` on the same ``OUT`` skips every file already listed in the
 manifest (resume after an interruption); a crash while writing loses at most the lines in flight.

@@ -1,6 +1,6 @@
 """Frozen configs of the SimpleFold folding network (``FoldingConfig``) and pLDDT head (``PLDDTConfig``).
 
-Sizes follow the official ``configs/model/architecture/foldingdit_*.yaml`` (spec §1.8). Every
+Sizes follow the official ``configs/model/architecture/foldingdit_*.yaml`` of apple/ml-simplefold. Every
 default lives here, once.
 """
 
@@ -134,7 +134,8 @@ class FoldingConfig:
 
     @property
     def atom_feat_dim(self) -> int:
-        """Width of the concatenated atom features (spec §1.2 step 4): D + 1199 for 128 freqs."""
+        """Width of the atom features ``FoldingDiT`` concatenates (as the official ``architecture.py``):
+        D + 1199 for 128 frequencies."""
         res = NUM_MOL_TYPES + NUM_RES_TYPES + NUM_POCKET_CLASSES
         return (self.fourier_dim + res + (self.hidden_size + 1) + 1 + 1 + NUM_ELEMENT_CLASSES
                 + NUM_ATOM_NAME_CHARS * NUM_CHAR_CLASSES)

@@ -1,4 +1,5 @@
-"""Positional / time encodings of SimpleFold and their constant tables (spec §1.3–§1.4).
+"""Positional / time encodings of SimpleFold and their constant tables (official
+``src/simplefold/model/torch/pos_embed.py`` of apple/ml-simplefold).
 
 The constant tables are numpy float32 arrays computed on the host in the same float32 operation
 order as the official torch code (its ``linspace`` as ``start + step*i``, float32 products and

@@ -1,4 +1,5 @@
-"""``FoldingDiT``: the SimpleFold flow-matching network in Flax NNX (spec §1.2).
+"""``FoldingDiT``: the SimpleFold flow-matching network in Flax NNX (official
+``src/simplefold/model/torch/architecture.py`` of apple/ml-simplefold).
 
 Call convention (as the official model)::
 
@@ -164,7 +165,7 @@ class FoldingDiT(nnx.Module):
         return c + self.length_embedder(jnp.log(max_num_tokens)[:, None])
 
     def atom_features(self, f: Mapping[str, jnp.ndarray], weight: jnp.ndarray) -> jnp.ndarray:
-        """Projected per-atom features (feature batch), spec §1.2 step 4 -> (Bf, N, D)."""
+        """Projected per-atom features (feature batch) -> (Bf, N, D), concatenated in the official order."""
         cfg = self.config
         Bf, N = f["ref_pos"].shape[:2]
         mol = jax.nn.one_hot(f["mol_type"], NUM_MOL_TYPES, dtype=jnp.float32)

@@ -6,8 +6,9 @@ already-built network, or a :class:`LoadedModel`. :func:`model_config` reads onl
 configuration (for ``--dry-run`` estimates); :func:`load_model` loads the weights.
 
 pLDDT: the folding model's trunk latent at t = 1 on the final *un-centred* sampler output (model
-units) goes through the pLDDT head (spec §2). With the released weights this is the official
-pair: the SimpleFold-1.6B network (whatever model sampled the structure) and
+units) goes through the pLDDT head, as the official ``predict_step`` does
+(``src/simplefold/model/simplefold.py`` of apple/ml-simplefold). With the released weights this is
+the official pair: the SimpleFold-1.6B network (whatever model sampled the structure) and
 ``plddt_module_1.6B``. A converted/bundled model directory may carry its own head in
 ``<dir>/plddt/`` (the demo model does), which then reads that model's own latent.
 

@@ -93,7 +93,10 @@ class OptimSection:
 
 @dataclasses.dataclass(frozen=True)
 class LossSection:
-    """Flow-matching loss weights (spec §4). ``lddt_time_schedule`` is the fine-tuning weighting."""
+    """Flow-matching loss weights (official ``src/simplefold/model/simplefold.py``).
+
+    ``lddt_time_schedule`` is the fine-tuning weighting.
+    """
 
     smooth_lddt_weight: float = 1.0
     lddt_cutoff: float = LDDT_INCLUSION_RADIUS

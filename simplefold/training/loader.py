@@ -9,7 +9,8 @@ therefore depends on nothing but the seed and the position, so
 * the iterator state is just grain's position (``get_state`` / ``set_state``), saved in checkpoints;
 * a run on 1 host and a run on several hosts see the same global batches.
 
-Per example (official recipe, spec §6): Boltz neighbourhood crop to ``max_tokens`` residues /
+Per example (official recipe: ``configs/data/pdb.yaml``,
+``src/simplefold/boltz_data_pipeline/crop/boltz.py``): Boltz neighbourhood crop to ``max_tokens`` residues /
 ``max_atoms`` atoms (length conditioning keeps the uncropped length), features built by
 :func:`simplefold.features.featurize_chain`, ground truth centred on resolved atoms, randomly
 rotated and shifted by N(0, 1 Å). Multiplicity copies, t and noise are drawn in the train step.

@@ -3,8 +3,8 @@
 Shapes: coordinates/velocities ``(B, N, 3)`` in model units (Å/16), masks ``(B, N)``, ``t`` ``(B,)``
 (t = 0 noise, t = 1 data). Total loss = MSE + smooth-lDDT term; there is no other term.
 
-The smooth-lDDT term is computed **per sample** (the bug-fixed form of the official code at
-``c7a5570``); the released checkpoints were trained with the earlier, batch-averaged ε.
+The smooth-lDDT term is computed **per sample**, as the official code at ``c7a5570`` does; the
+released checkpoints were trained with the batch-averaged ε of the official code before that commit.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Train a pLDDT head on a folding model's own samples (official recipe, spec §2, scaled down).
+"""Train a pLDDT head on a folding model's own samples (official ``configs/experiment/train_plddt.yaml``, scaled down).
 
 Recipe:
 

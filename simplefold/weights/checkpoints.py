@@ -1,6 +1,6 @@
 """Official SimpleFold checkpoints -> Flax NNX models, and Orbax save/load of converted models.
 
-The official ``.ckpt`` files are plain ``torch.save(state_dict)`` zips (spec §7.4). They are read
+The official ``.ckpt`` files are plain ``torch.save(state_dict)`` zips (``src/simplefold/inference.py``). They are read
 with the torch-free :mod:`simplefold.weights.torch_reader` and converted through ONE declarative name map
 (``folding_key_map`` / ``plddt_key_map``): official key -> (Flax parameter path, block index for
 stacked blocks, transform). Conversion checks that every checkpoint key is consumed exactly once

@@ -17,7 +17,8 @@ SEQ_A = "MKTAYIAKQRQISFVKSHFSRQ"  # 22 residues -> bucket 32
 def test_parameter_count_matches_official_sizes():
     from simplefold.model import FoldingConfig
 
-    # official counts from instantiating the PyTorch models (apple/ml-simplefold src/simplefold/model/torch/architecture.py)
+    # official counts from instantiating the PyTorch models
+    # (apple/ml-simplefold src/simplefold/model/torch/architecture.py)
     assert count_parameters(FoldingConfig.simplefold_100M()) == pytest.approx(96_680_488, rel=1e-3)
     assert count_parameters(FoldingConfig.simplefold_1_6B()) == pytest.approx(1_588_589_864, rel=1e-3)
     assert count_parameters(FoldingConfig.simplefold_3B()) == pytest.approx(2_864_973_224, rel=1e-3)

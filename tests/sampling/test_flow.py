@@ -39,13 +39,14 @@ def test_log_time_grid_matches_sampler_fixture(case):
 
 
 def test_log_time_grid_formula_n10():
-    # t_i = (1 - 10^(-2i/n))/0.99 clamped to [1e-4, 1] (spec §5 lists n = 10).
+    # t_i = (1 - 10^(-2i/n))/0.99 clamped to [1e-4, 1]: the official EMSampler grid
+    # (src/simplefold/model/torch/sampler.py)
     i = np.arange(11)
     expected = np.clip((1 - 10.0 ** (-2 * i / 10)) / 0.99, 1e-4, 1.0)
     np.testing.assert_allclose(flow.log_time_grid(10), expected, rtol=1e-6, atol=1e-7)
     g500 = flow.log_time_grid(500)
     assert np.all(np.diff(g500) > 0)
-    assert int(np.sum(g500[:-1] >= 0.99)) == 74  # spec: 74 of the 500 steps are noise-free
+    assert int(np.sum(g500[:-1] >= 0.99)) == 74  # 74 of the 500 official steps have t >= w_cutoff (noise-free)
 
 
 def test_linear_time_grid():

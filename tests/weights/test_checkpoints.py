@@ -19,7 +19,8 @@ FOLDING_SUMMARY = json.loads((PARITY / "folding_d64_h4.json").read_text())["summ
 PLDDT_SUMMARY = json.loads((PARITY / "plddt_d64_h4.json").read_text())["summary"]
 SHAPES = json.loads((FIXTURES / "simplefold-state-dict-shapes.json").read_text())["models"]
 
-# spec §1.8 (parameters excluding the 128-element freq_bands buffer)
+# counts of the official PyTorch models (apple/ml-simplefold src/simplefold/model/torch/architecture.py
+# instantiated with configs/model/architecture/*.yaml), parameters excluding the 128-element freq_bands buffer
 SPEC_PARAM_COUNTS = {
     "simplefold_100M": 96_680_488,
     "simplefold_360M": 363_697_192,
