@@ -21,6 +21,7 @@ and the run goes on; the exit status is 1 if any target failed, 2 for a usage er
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -37,11 +38,12 @@ def option_defaults() -> dict[str, object]:
     from simplefold.predict.options import FoldOptions
     from simplefold.predict.outputs import DEFAULT_FORMAT
 
-    options = FoldOptions()
+    # the field defaults, read without building a FoldOptions (whose check imports the sampler and jax)
+    options = {f.name: f.default for f in dataclasses.fields(FoldOptions)}
     return {
-        "input": None, "output": None, "model": DEFAULT_MODEL, "num_samples": options.num_samples,
-        "steps": options.num_steps, "tau": options.tau, "seed": options.seed, "format": DEFAULT_FORMAT,
-        "plddt": options.plddt, "batch_size": options.batch_size, "max_memory_gb": options.max_memory_gb,
+        "input": None, "output": None, "model": DEFAULT_MODEL, "num_samples": options["num_samples"],
+        "steps": options["num_steps"], "tau": options["tau"], "seed": options["seed"], "format": DEFAULT_FORMAT,
+        "plddt": options["plddt"], "batch_size": options["batch_size"], "max_memory_gb": options["max_memory_gb"],
         "dry_run": False, "shard": None, "merge_manifests": False, "offline": False, "no_progress": False,
     }
 

@@ -5,10 +5,33 @@
 * ``FoldingDiT`` – the folding network: ``model(noised_pos, t, feats) -> {"predict_velocity", "latent"}``.
 * ``PLDDTHead`` – the pLDDT head: ``head(latent, feats) -> {"plddt_logits", "plddt"}``.
 * ``OFFICIAL_SIZES`` / ``OFFICIAL_PLDDT_SIZES`` – official checkpoint names -> config constructors.
+
+The names are imported on first use, so that reading a config (``simplefold.model.config``, no
+jax) does not import the networks.
 """
 
-from simplefold.model.config import OFFICIAL_PLDDT_SIZES, OFFICIAL_SIZES, FoldingConfig, PLDDTConfig
-from simplefold.model.folding import FoldingDiT
-from simplefold.model.plddt import PLDDTHead
+from __future__ import annotations
 
-__all__ = ["FoldingConfig", "PLDDTConfig", "FoldingDiT", "PLDDTHead", "OFFICIAL_SIZES", "OFFICIAL_PLDDT_SIZES"]
+import importlib
+
+# public name -> module that defines it
+_PUBLIC = {
+    "FoldingConfig": "simplefold.model.config",
+    "PLDDTConfig": "simplefold.model.config",
+    "OFFICIAL_SIZES": "simplefold.model.config",
+    "OFFICIAL_PLDDT_SIZES": "simplefold.model.config",
+    "FoldingDiT": "simplefold.model.folding",
+    "PLDDTHead": "simplefold.model.plddt",
+}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'simplefold.model' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))
