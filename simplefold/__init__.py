@@ -22,7 +22,7 @@ Everything else is reached through its package: ``simplefold.predict``, ``simple
 
 from __future__ import annotations
 
-import importlib
+from simplefold.utils.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -44,12 +44,4 @@ _PUBLIC = {
 
 __all__ = ["__version__", *_PUBLIC]
 
-
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'simplefold' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

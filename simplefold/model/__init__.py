@@ -12,7 +12,7 @@ jax) does not import the networks.
 
 from __future__ import annotations
 
-import importlib
+from simplefold.utils.lazy import lazy_exports
 
 # public name -> module that defines it
 _PUBLIC = {
@@ -26,12 +26,4 @@ _PUBLIC = {
 
 __all__ = list(_PUBLIC)
 
-
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'simplefold.model' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
