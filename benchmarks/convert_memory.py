@@ -2,7 +2,7 @@
 
 Writes a synthetic ESM2-like checkpoint (random float16 weights, the released fair-esm layout,
 default ~400 MB) with the torch-free writer (``simplefold.devtools.torch_writer``), converts it with
-``simplefold.esm.convert_official_esm2`` in a fresh subprocess, and reports that subprocess's
+``simplefold.weights.esm.convert_official_esm2`` in a fresh subprocess, and reports that subprocess's
 peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) against the file size. A second
 subprocess that only imports the same modules gives the baseline (jax, orbax, ...).
 
@@ -29,7 +29,7 @@ from simplefold.devtools.torch_writer import LazyArray, save_torch_zip
 _MEASURE = r"""
 import json, resource, sys
 import jax, orbax.checkpoint, flax.nnx  # noqa: F401  (the same imports as the conversion)
-from simplefold import esm, torch_io
+from simplefold.weights import esm, torch_reader
 from simplefold.model import esm2  # noqa: F401
 if sys.argv[1] == "convert":
     esm.convert_official_esm2(sys.argv[2], sys.argv[3], source_sha256="0" * 64)

@@ -27,7 +27,7 @@ What it measures (full run; ``--smoke`` shrinks every size, see below)
    report the relative L2 error of each side against the official float32 output.
 3. **Whole 500-step sample** (tau = 0.01, one sample), L = 128, 256, 512: the official
    ``EMSampler.sample`` Python loop (its tqdm bar switched off; a 5-step run first as warm-up) vs
-   ours, ``simplefold.sampler.sample`` (one jitted ``lax.scan``: the first call compiles, the
+   ours, ``simplefold.sampling.sampler.sample`` (one jitted ``lax.scan``: the first call compiles, the
    second is timed). Seconds per sample.
 4. **Peak GPU memory** per case. Official: ``torch.cuda.max_memory_allocated`` after
    ``reset_peak_memory_stats`` (weights and inputs included). Ours: JAX cannot reset its peak
@@ -128,7 +128,7 @@ def api() -> types.SimpleNamespace:
     """Everything of simplefold this script uses (fix module paths here if the package moves them)."""
     import simplefold
     from simplefold import features
-    from simplefold import sampler as sampling  # may become simplefold.sampling
+    from simplefold.sampling import sampler as sampling
     from simplefold.model import embeddings
     from simplefold.model.config import FoldingConfig
     from simplefold.model.folding import FoldingDiT, FoldingModel

@@ -16,9 +16,7 @@ threads), which is less sensitive to other load on a shared machine than wall ti
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
 
 import jax
@@ -26,14 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from simplefold.devtools.synthetic import synthetic_features
 from simplefold.model import OFFICIAL_SIZES, FoldingDiT
 from simplefold.model import embeddings as emb
 from simplefold.model.folding import TOKEN_POSITION_KEYS, FoldingModel, _device_features, _gather_tokens, _pool_atoms
 from simplefold.model.layers import AttnContext, local_window_bias
 from simplefold.reproducible import CPU_COMPILER_OPTIONS
 
-sys.path.insert(0, os.path.dirname(__file__))
-from forward import synthetic_features  # noqa: E402
 
 
 def _timed(fn, args, repeats: int) -> tuple[float, float]:

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     import jax
     from flax import nnx
 
-    from simplefold import sampler
+    from simplefold.sampling import sampler
     from simplefold.model.config import FoldingConfig
     from simplefold.model.folding import FoldingDiT, FoldingModel
 

@@ -1,51 +1,47 @@
 """simplefold: SimpleFold-style protein structure prediction in JAX/Flax NNX.
 
-The public API is imported lazily so that ``import simplefold`` (and the CLI's ``--help``)
-does not pull in jax until it is needed.
+The public surface (imported lazily, so that ``import simplefold`` and the CLI's ``--help`` do not
+pull in jax):
 
-Public entry points (see each module's docstring):
+* ``fold(sequences, model=..., num_samples=..., seed=...) -> list[FoldResult]`` – sequences to
+  structures with pLDDT (:mod:`simplefold.predict`); ``load_model(spec)`` loads ``"demo"``, a
+  released name or a directory of converted weights for it.
+* ``load_official_model(ckpt_path, arch)`` / ``load_official_plddt(ckpt_path, arch)`` – Apple's
+  released ``.ckpt`` files as jitted Flax networks, without torch (:mod:`simplefold.weights.checkpoints`).
+* ``load_official_esm2(pt_path)`` / ``esm_features(esm, sequences)`` – the ESM2 encoder and the
+  ``esm_s`` features it gives (:mod:`simplefold.weights.esm`, :mod:`simplefold.esm`).
+* ``read_structure`` / ``write_structure`` / ``Structure`` – PDB, mmCIF and BinaryCIF files
+  (:mod:`simplefold.io.structure`); ``parse_fasta`` – FASTA inputs (:mod:`simplefold.io.fasta`).
+* ``evaluate(pred, ref)`` – TM-score, GDT, lDDT and RMSD of predictions against references
+  (:mod:`simplefold.evaluation.evaluate`).
 
-* ``load_official_model(ckpt_path, arch)`` / ``load_official_plddt(ckpt_path, arch)`` – run Apple's checkpoints.
-* ``load_official_esm2(pt_path)`` / ``esm_features(esm, sequences)`` – ESM2 language-model features.
-* ``fold(sequences, model=..., num_samples=..., seed=...)`` – sequences to structures with pLDDT.
-* ``read_structure`` / ``write_structure`` – PDB / mmCIF / BinaryCIF I/O.
-* ``sampler`` – the Euler–Maruyama sampler module.
+Everything else is reached through its package: ``simplefold.predict``, ``simplefold.model``,
+``simplefold.sampling``, ``simplefold.weights``, ``simplefold.evaluation``, ``simplefold.io``,
+``simplefold.training``; the facts they share are in ``simplefold.constants``.
 """
 
 from __future__ import annotations
 
-import importlib
+from simplefold.utils.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 # public name -> module that defines it
-_LAZY = {
-    "load_official_model": "simplefold.checkpoints",
-    "load_official_plddt": "simplefold.checkpoints",
-    "load_official_esm2": "simplefold.esm",
+_PUBLIC = {
+    "fold": "simplefold.predict",
+    "FoldResult": "simplefold.predict.engine",
+    "load_model": "simplefold.predict.loading",
+    "load_official_model": "simplefold.weights.checkpoints",
+    "load_official_plddt": "simplefold.weights.checkpoints",
+    "load_official_esm2": "simplefold.weights.esm",
     "esm_features": "simplefold.esm",
-    "fold": "simplefold.inference",
-    "load_model": "simplefold.inference",
-    "FoldResult": "simplefold.inference",
-    "read_structure": "simplefold.structure",
-    "write_structure": "simplefold.structure",
-    "Structure": "simplefold.structure",
-    "StructureError": "simplefold.structure",
-    "read_structure_models": "simplefold.structure",
-    "structure_from_sequence": "simplefold.structure",
-    "parse_fasta": "simplefold.fasta",
+    "read_structure": "simplefold.io.structure",
+    "write_structure": "simplefold.io.structure",
+    "Structure": "simplefold.io.structure",
+    "parse_fasta": "simplefold.io.fasta",
+    "evaluate": "simplefold.evaluation.evaluate",
 }
-_SUBMODULES = (
-    "sampler", "flow", "losses", "structure", "features", "residues", "metrics", "fasta", "model", "esm",
-    "analysis", "plots", "weights", "inference", "checkpoints", "alignment",
-)
 
-__all__ = sorted(set(_LAZY) | set(_SUBMODULES) | {"__version__"})
+__all__ = ["__version__", *_PUBLIC]
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in _SUBMODULES:
-        return importlib.import_module(f"simplefold.{name}")
-    raise AttributeError(f"module 'simplefold' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

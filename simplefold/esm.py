@@ -1,4 +1,4 @@
-"""ESM2 language-model features for SimpleFold: loading, tokenisation, ``esm_s`` and its disk cache.
+"""ESM2 language-model features for SimpleFold: the callable encoder, tokenisation, ``esm_s`` and its disk cache.
 
 ``esm_s`` is built exactly as the official ``ProteinDataProcessor.process_esm`` does it:
 
@@ -14,53 +14,32 @@ means a new compilation; padding is masked out of the attention and cannot chang
 Features can be cached on disk (one ``.npy`` per (model identity, sequence)), so re-folding or
 re-sampling a sequence never runs ESM again.
 
-Converted ESM2 weights (``convert_official_esm2``) are a directory with ``config.json`` and an
-Orbax checkpoint ``params/`` holding the parameter tree in the source dtype (float16 for the
-released files; converted to float32 exactly when loaded).
+The encoder's weights are loaded by :mod:`simplefold.weights.esm` (released fair-esm files or their
+converted Orbax copies).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import json
 import logging
 import os
 import pathlib
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from simplefold.residues import AF2_PLUS_ONE_TO_ESM, ESM_CLS, ESM_EOS, ESM_PAD, sequence_to_af2
+from simplefold.utils.files import atomic_open, cache_dir, sha256_file
 
 logger = logging.getLogger(__name__)
 
 #: Poly-G linker the official processor puts between chains (``batch_encode_sequences``).
 CHAIN_LINKER = "G" * 25
-#: Version of the converted-weights layout written by :func:`convert_official_esm2`.
-ESM_CONVERSION_VERSION = 1
 #: Default padded-length granularity (tokens) of batched ESM calls.
 DEFAULT_BUCKET = 64
 #: Default upper bound on B * T per ESM call.
 DEFAULT_MAX_BATCH_TOKENS = 4096
-_CONVERTED_FORMAT = "simplefold-esm2"
-
-
-class ESMWeightsError(ValueError):
-    """An ESM2 weights file or converted directory is missing, corrupt or of the wrong layout."""
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
 
 # --------------------------------------------------------------------------------------
 # The callable model
@@ -89,7 +68,7 @@ class ESM2Encoder:
         if self._identity is None:
             if self._source is None:
                 raise ValueError("this ESM2 encoder has no identity (built from an in-memory model)")
-            self._identity = file_sha256(self._source)
+            self._identity = sha256_file(self._source)
         return self._identity
 
     @property
@@ -125,143 +104,6 @@ def _jitted_forward():
 
 def _forward(graphdef, state, tokens):
     return _jitted_forward()(graphdef, state, tokens)
-
-
-def load_official_esm2(pt_path: str | os.PathLike) -> ESM2Encoder:
-    """Load a released fair-esm ESM2 ``.pt`` file (or a converted directory) without torch.
-
-    Accepts the release layout ``{'model': state_dict, 'cfg': ...}`` with ``encoder.`` key
-    prefixes, or a bare hub-layout state dict. Sizes come from the tensor shapes; ``cfg`` is
-    ignored. Tensors are streamed one at a time into the parameter tree.
-
-    Raises:
-      ESMWeightsError: unreadable file or not an ESM2 checkpoint (the message names the file).
-    """
-    path = pathlib.Path(pt_path)
-    if path.is_dir():
-        return load_converted_esm2(path)
-    from simplefold.model import esm2
-
-    config, params = _read_official(path)
-    return ESM2Encoder(esm2.build_esm2(config, params), source=path)
-
-
-@contextlib.contextmanager
-def _open_official(path: pathlib.Path):
-    """(config, iterator of (name, array)) of a fair-esm file, in either key layout."""
-    from simplefold import torch_io
-    from simplefold.model import esm2
-
-    if not path.is_file():
-        raise ESMWeightsError(f"{path}: no such ESM2 weights file")
-    try:
-        try:
-            sd = torch_io.open_state_dict(path, prefix="model")
-        except torch_io.CheckpointError as exc:
-            if "no entry 'model'" not in str(exc):
-                raise
-            sd = torch_io.open_state_dict(path)  # hub layout: the state dict itself
-        with sd:
-            yield esm2.config_from_shapes(sd.shapes()), ((k, sd[k]) for k in sd)
-    except (torch_io.CheckpointError, esm2.ESM2LayoutError) as exc:
-        raise ESMWeightsError(f"{path}: not a usable ESM2 checkpoint: {exc}") from exc
-
-
-def _read_official(path: pathlib.Path):
-    from simplefold.model import esm2
-
-    with _open_official(path) as (config, items):
-        return config, esm2.fill_params_from_state_dict(items, config, source=str(path))
-
-
-# --------------------------------------------------------------------------------------
-# Converted weights (Orbax)
-# --------------------------------------------------------------------------------------
-
-
-def convert_official_esm2(
-    pt_path: str | os.PathLike, out_dir: str | os.PathLike, *, source_sha256: str | None = None
-) -> pathlib.Path:
-    """Convert a fair-esm ``.pt`` into ``out_dir``: ``config.json`` and one Orbax checkpoint per
-    parameter group (``params/top``, ``params/layer_000``, ...) in the source dtype.
-
-    Memory: tensors are streamed one at a time and each block is saved as soon as it is
-    complete, so the peak is about one block plus the embedding, not the model size.
-    ``out_dir`` is written through a temporary sibling and renamed into place.
-
-    Returns:
-      ``out_dir`` as a path.
-    """
-    import orbax.checkpoint as ocp
-
-    from simplefold.model import esm2
-
-    path = pathlib.Path(pt_path)
-    out = pathlib.Path(out_dir).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        dtype = None
-        with _open_official(path) as (config, items):
-            ckptr = ocp.Checkpointer(ocp.StandardCheckpointHandler())
-            for group, tree in esm2.iter_param_groups(items, config, source=str(path)):
-                ckptr.save(tmp / "params" / group, args=ocp.args.StandardSave(tree))
-                if group == "top":
-                    dtype = str(tree["embed_tokens"]["embedding"].dtype)
-                del tree
-            ckptr.close()
-        meta = {
-            "format": _CONVERTED_FORMAT,
-            "conversion_version": ESM_CONVERSION_VERSION,
-            "config": config.to_dict(),
-            "groups": ["top"] + [f"layer_{i:03d}" for i in range(config.num_layers)],
-            "dtype": dtype,
-            "source_file": path.name,
-            "source_sha256": source_sha256 or file_sha256(path),
-        }
-        (tmp / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
-def load_converted_esm2(directory: str | os.PathLike) -> ESM2Encoder:
-    """Load weights written by :func:`convert_official_esm2` (as float32)."""
-    import orbax.checkpoint as ocp
-
-    from simplefold.model import esm2
-
-    d = pathlib.Path(directory).absolute()
-    try:
-        meta = json.loads((d / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ESMWeightsError(f"{d}: not a converted ESM2 directory ({exc})") from exc
-    if meta.get("format") != _CONVERTED_FORMAT:
-        raise ESMWeightsError(f"{d}/config.json: format {meta.get('format')!r} is not {_CONVERTED_FORMAT!r}")
-    if meta.get("conversion_version") != ESM_CONVERSION_VERSION:
-        raise ESMWeightsError(
-            f"{d}: converted with layout version {meta.get('conversion_version')}, "
-            f"this simplefold reads {ESM_CONVERSION_VERSION}; convert it again"
-        )
-    config = esm2.ESM2Config(**meta["config"])
-    ckptr = ocp.Checkpointer(ocp.StandardCheckpointHandler())
-
-    def groups():
-        for group in meta["groups"]:
-            try:
-                yield group, ckptr.restore(d / "params" / group)
-            except Exception as exc:  # orbax raises many types for damaged directories
-                raise ESMWeightsError(f"{d}/params/{group}: cannot restore the ESM2 weights ({exc})") from exc
-
-    try:
-        params = esm2.stack_param_groups(groups(), config)
-    finally:
-        ckptr.close()
-    return ESM2Encoder(esm2.build_esm2(config, params), identity=meta["source_sha256"])
 
 
 # --------------------------------------------------------------------------------------
@@ -327,8 +169,6 @@ class EmbeddingCache:
     @classmethod
     def default(cls) -> "EmbeddingCache":
         """The cache under the simplefold cache directory (``$SIMPLEFOLD_CACHE/esm_features``)."""
-        from simplefold.weights import cache_dir
-
         return cls(cache_dir() / "esm_features")
 
     def path(self, identity: str, sequence: str) -> pathlib.Path:
@@ -350,16 +190,8 @@ class EmbeddingCache:
         return arr
 
     def put(self, identity: str, sequence: str, array: np.ndarray) -> None:
-        p = self.path(identity, sequence)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
-            os.replace(tmp, p)
-        except BaseException:
-            pathlib.Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(self.path(identity, sequence), "wb") as f:
+            np.save(f, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
 
 
 # --------------------------------------------------------------------------------------
@@ -378,7 +210,7 @@ def esm_features(
     """SimpleFold's ``esm_s`` for each sequence.
 
     Args:
-      esm: a loaded encoder (:func:`load_official_esm2`).
+      esm: a loaded encoder (:func:`simplefold.weights.esm.load_official_esm2`).
       sequences: one-letter sequences; chains of a complex separated by ``:``. Letters outside
         the 20 standard amino acids become ``X``.
       cache: ``None``/``False``: no disk cache; ``True``: :meth:`EmbeddingCache.default`; a path or

@@ -2,7 +2,8 @@
 
 Every array that crosses a module boundary (featurizer -> model, sampler, losses, loader) is a flat
 ``dict[str, np.ndarray]`` whose names, dtypes and symbolic shapes are given by :data:`FEATURE_SCHEMA`.
-Names, dtypes and layout are the official SimpleFold ones (``simplefold-spec.md`` §3.3), so a
+Names, dtypes and layout are the official SimpleFold ones (the Boltz featurizer it uses,
+``src/simplefold/boltz_data_pipeline/feature/featurizer.py`` of apple/ml-simplefold), so a
 feature dict made here can be fed to the official network and vice versa.
 
 Shapes are written without the batch axis; a *batched* dict has a leading ``B`` on every array.
@@ -10,15 +11,15 @@ Symbols: ``N`` atom slots, ``M`` residue tokens, ``E`` ESM layers, ``C`` ESM cha
 
 Padding has two levels:
 
-* the **official** padding of atoms up to a multiple of 32 (:data:`ATOM_WINDOW`). Those slots have
+* the **official** padding of atoms up to a multiple of 32 (:data:`simplefold.constants.ATOM_WINDOW`). Those slots have
   ``atom_pad_mask = 0`` but the official network *attends* to them, so they are part of the model's
   input and are kept for exact parity (``atom_slot_mask = 1``);
 * **bucket** padding added by :func:`pad_to_bucket` so that one compiled function serves many
   proteins. Those slots have ``atom_slot_mask = 0`` / ``token_pad_mask = 0`` and are masked out of
   every attention and pooling, so outputs on real atoms do not change.
 
-Coordinates: ``coords`` are in model units (Å / :data:`COORD_SCALE`), ``ref_pos`` in Å /
-:data:`REF_POS_SCALE`.
+Coordinates: ``coords`` are in model units (Å / :data:`simplefold.constants.COORD_SCALE`), ``ref_pos``
+in Å / :data:`simplefold.constants.REF_POS_SCALE`.
 """
 
 from __future__ import annotations
@@ -30,21 +31,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from simplefold import residues
+from simplefold.constants import (
+    ATOM_WINDOW,
+    COORD_SCALE,
+    DISTO_MAX,
+    DISTO_MIN,
+    NUM_ATOM_NAME_CHARS,
+    NUM_CHAR_CLASSES,
+    NUM_DISTO_BINS,
+    NUM_ELEMENT_CLASSES,
+    NUM_POCKET_CLASSES,
+    NUM_RES_TYPES,
+    REF_POS_SCALE,
+)
 
 if TYPE_CHECKING:
-    from simplefold.structure import Chain
-
-#: Model coordinates are Å / 16 (official ``ProteinDataProcessor(scale=16)``).
-COORD_SCALE = 16.0
-#: Reference conformer coordinates are Å / 5 (official ``ref_scale=5``).
-REF_POS_SCALE = 5.0
-#: Atoms are padded to a multiple of the atom-attention query block.
-ATOM_WINDOW = 32
-#: Number of distogram bins of the (unused by the network) ``disto_target`` feature.
-NUM_DISTO_BINS = 64
-DISTO_MIN, DISTO_MAX = 2.0, 22.0
-NUM_POCKET_CLASSES = 4
-NUM_MOL_TYPES = 4
+    from simplefold.io.structure import Chain
 
 #: Default residue-count buckets (padded ``M``); longer proteins round up to a multiple of 256.
 TOKEN_BUCKETS = (32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 640, 768, 1024)
@@ -66,9 +68,10 @@ _F = FeatureSpec
 FEATURE_SCHEMA: dict[str, FeatureSpec] = {
     # --- atom level -------------------------------------------------------------------
     "ref_pos": _F("float32", ("N", 3), 0.0, "reference conformer xyz, Å/5", network=True),
-    "ref_element": _F("int64", ("N", 128), 0, "one-hot atomic number", network=True),
+    "ref_element": _F("int64", ("N", NUM_ELEMENT_CLASSES), 0, "one-hot atomic number", network=True),
     "ref_charge": _F("int8", ("N",), 0, "formal charge", network=True),
-    "ref_atom_name_chars": _F("int64", ("N", 4, 64), 0, "one-hot (ord(c)-32)%64 per char", network=True),
+    "ref_atom_name_chars": _F("int64", ("N", NUM_ATOM_NAME_CHARS, NUM_CHAR_CLASSES), 0, "one-hot (ord(c)-32)%64 per char",
+                              network=True),
     "ref_space_uid": _F("int64", ("N",), 0, "residue ordinal of each atom", network=True),
     "atom_pad_mask": _F("float32", ("N",), 0.0, "1 real atom, 0 padding", network=True),
     "atom_resolved_mask": _F("bool", ("N",), False, "atom present in the experiment"),
@@ -86,15 +89,15 @@ FEATURE_SCHEMA: dict[str, FeatureSpec] = {
     "entity_id": _F("int64", ("M",), 0, "entity id", network=True),
     "sym_id": _F("int64", ("M",), 0, "symmetry copy id", network=True),
     "mol_type": _F("int64", ("M",), 0, "0 = protein", network=True),
-    "res_type": _F("int64", ("M", 33), 0, "one-hot official res_type", network=True),
-    "pocket_feature": _F("int64", ("M", 4), 0, "one-hot, always class 0", network=True),
+    "res_type": _F("int64", ("M", NUM_RES_TYPES), 0, "one-hot official res_type", network=True),
+    "pocket_feature": _F("int64", ("M", NUM_POCKET_CLASSES), 0, "one-hot, always class 0", network=True),
     "disto_center": _F("float32", ("M", 3), 0.0, "ground-truth disto atom (CB / CA for GLY), Å/16"),
     "token_pad_mask": _F("float32", ("M",), 0.0, "1 real token, 0 bucket padding"),
     "token_resolved_mask": _F("float32", ("M",), 0.0, "center atom (CA) resolved"),
     "token_disto_mask": _F("float32", ("M",), 0.0, "disto atom resolved"),
     "token_to_rep_atom": _F("int64", ("M", "N"), 0, "one-hot disto atom of each token"),
     "r_set_to_rep_atom": _F("int64", ("M", "N"), 0, "one-hot center atom (CA) of each token"),
-    "disto_target": _F("int64", ("M", "M", 64), 0, "one-hot binned disto-atom distance"),
+    "disto_target": _F("int64", ("M", "M", NUM_DISTO_BINS), 0, "one-hot binned disto-atom distance"),
     # --- per example ------------------------------------------------------------------
     "num_repeats": _F("int64", (), 1, "multiplicity bookkeeping"),
     "max_num_tokens": _F("int64", (), 0, "uncropped length L (length conditioning)", network=True),
@@ -191,9 +194,9 @@ def _featurize_layout(
 
     feats: dict[str, np.ndarray] = {
         "ref_pos": pad_atoms(layout.ref_pos / np.float32(REF_POS_SCALE)).astype(np.float32),
-        "ref_element": pad_atoms(_one_hot(layout.atomic_numbers, residues.NUM_ELEMENT_CLASSES)),
+        "ref_element": pad_atoms(_one_hot(layout.atomic_numbers, NUM_ELEMENT_CLASSES)),
         "ref_charge": pad_atoms(layout.charges.astype(np.int8)),
-        "ref_atom_name_chars": pad_atoms(_one_hot(name_codes, residues.NUM_CHAR_CLASSES)),
+        "ref_atom_name_chars": pad_atoms(_one_hot(name_codes, NUM_CHAR_CLASSES)),
         "ref_space_uid": pad_atoms(layout.atom_residue.astype(np.int64)),
         "atom_pad_mask": pad_atoms(np.ones(a, np.float32)),
         "atom_resolved_mask": pad_atoms(resolved, False),
@@ -209,7 +212,7 @@ def _featurize_layout(
         "entity_id": np.full(m, entity_id, np.int64),
         "sym_id": np.zeros(m, np.int64),
         "mol_type": np.zeros(m, np.int64),
-        "res_type": _one_hot(layout.res_types, residues.NUM_RES_TYPES),
+        "res_type": _one_hot(layout.res_types, NUM_RES_TYPES),
         "pocket_feature": _one_hot(np.zeros(m, np.int64), NUM_POCKET_CLASSES),
         "disto_center": (xyz[disto_atom] / np.float32(COORD_SCALE)).astype(np.float32),
         "token_pad_mask": np.ones(m, np.float32),

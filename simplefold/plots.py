@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 import numpy as np  # noqa: E402
 
-from simplefold.outputs import atomic_open  # noqa: E402
+from simplefold.utils.files import atomic_open  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@
 a larger bucket, or sharded over several devices must give identical coordinates and pLDDT. The
 random numbers already depend only on (seed, target, sample index) (``sampler.sample_keys``); the
 network treats samples and masked padding slots independently. What is left is float rounding
-that depends on array shapes, which a 500-step sampler amplifies (before these measures: up to
-0.03 Å between chunkings with the demo model and 40 steps). Two sources, two remedies:
+that depends on array shapes, which a many-step sampler amplifies into visible differences. Two
+sources, two remedies:
 
 1. **Kernel choice by shape.** XLA:CPU hands small matrix products to YNNPACK ("YNN fusions"),
    whose kernels round a row differently depending on how many rows the product has (jax 0.10:
@@ -14,8 +14,7 @@ that depends on array shapes, which a 500-step sampler amplifies (before these m
    XLA's Eigen path, whose per-row results do not depend on the row count. Also, a constant input
    may be constant-folded differently per shape, so callers pass e.g. t = 1 as an argument.
    Any YNN fusion type (element-wise or reduce alone included) breaks the identity, so all are
-   off. Measured cost (``benchmarks/sample.py``, 100M, L = 128, 40 steps, runs alternated on
-   the 2-core CPU): 0.174/0.182 s per step with YNN vs 0.197/0.198 s without, about 10 %.
+   off; the price in sampler speed is in the README (``benchmarks/sample.py`` measures it).
 2. **Reductions over padded axes.** ``jnp.sum`` lets the compiler choose the order of the
    additions from the axis length, so the same values followed by padding zeros can sum
    differently in the last bit (seen for atom centring over 256 vs 1024 slots and for attention
@@ -24,8 +23,7 @@ that depends on array shapes, which a 500-step sampler amplifies (before these m
 
 Accelerators: the compiler options are CPU-only. On GPUs the GEMM library chooses algorithms per
 shape, so there a sample is the same across chunkings and buckets only up to float rounding.
-Tests: ``tests/test_reproducible.py``, and the bit-identity tests in ``test_sampler.py``,
-``test_inference.py`` and ``test_demo_model.py``.
+Tests: ``tests/test_reproducible.py`` (the pieces, and the end-to-end check on four models).
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simplefold.constants import NUM_ATOM_NAME_CHARS, NUM_CHAR_CLASSES, NUM_RES_TYPES
+
 # --------------------------------------------------------------------------------------
 # Amino acids
 # --------------------------------------------------------------------------------------
@@ -52,7 +54,7 @@ RES_TYPES: tuple[str, ...] = (
     "A", "G", "C", "U", "N",
     "DA", "DG", "DC", "DT", "DN",
 )
-NUM_RES_TYPES = len(RES_TYPES)  # 33
+assert len(RES_TYPES) == NUM_RES_TYPES
 RES_TYPE_INDEX: dict[str, int] = {name: i for i, name in enumerate(RES_TYPES)}
 UNK_RES_TYPE = RES_TYPE_INDEX["UNK"]  # 22
 GAP_RES_TYPE = RES_TYPE_INDEX["-"]  # 1
@@ -120,9 +122,6 @@ def res_name_to_one(res_name: str) -> str:
 #: Atomic numbers of the elements found in protein heavy atoms.
 ELEMENT_TO_ATOMIC_NUMBER = {"C": 6, "N": 7, "O": 8, "P": 15, "S": 16, "SE": 34}
 ATOMIC_NUMBER_TO_ELEMENT = {v: k for k, v in ELEMENT_TO_ATOMIC_NUMBER.items()}
-NUM_ELEMENT_CLASSES = 128
-NUM_ATOM_NAME_CHARS = 4
-NUM_CHAR_CLASSES = 64
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ def test_crop_keeps_uncropped_length_and_consistency():
 def _chain(name="8cny_A.cif.gz"):
     from conftest import FIXTURES
 
-    from simplefold.structure import read_structure
+    from simplefold.io.structure import read_structure
 
     return read_structure(FIXTURES / "structures" / name).chains[0]
 

@@ -95,7 +95,7 @@ def test_evaluate_plots_option(tmp_path, capsys):
     from conftest import FIXTURES
 
     from simplefold.cli import main
-    from simplefold.structure import read_structure, write_structure
+    from simplefold.io.structure import read_structure, write_structure
 
     nmr = FIXTURES / "analysis" / "1adz.pdb.gz"
     (tmp_path / "ref").mkdir()

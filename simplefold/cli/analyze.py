@@ -3,7 +3,7 @@
 ENSEMBLE is one or more structure files (every model of a multi-model file is a member: an NMR entry
 or the ``<target>_ensemble.pdb`` of ``simplefold predict``) and/or directories (their
 ``<target>_sample_<k>`` files, else every structure file in them). Computed on CA atoms of the
-residues common to all members (:mod:`simplefold.analysis`):
+residues common to all members (:mod:`simplefold.evaluation.analysis`):
 
 * per-residue RMSF after iterative superposition onto the mean structure;
 * the pairwise RMSD matrix after optimal superposition, and average-linkage clusters cut at
@@ -32,7 +32,7 @@ _MAX_CLUSTER_ROWS = 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from simplefold.analysis import AnalysisConfig
+    from simplefold.evaluation.analysis import AnalysisConfig
 
     parser.add_argument(
         "ensemble", nargs="+", type=pathlib.Path, metavar="ENSEMBLE",
@@ -77,8 +77,8 @@ def _print_summary(summary: dict, outdir: pathlib.Path, out) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simplefold import analysis
-    from simplefold.structure import StructureError
+    from simplefold.evaluation import analysis
+    from simplefold.io.structure import StructureError
 
     if not args.cluster_rmsd >= 0:
         raise CLIError(f"--cluster-rmsd must be >= 0 Å, got {args.cluster_rmsd}")

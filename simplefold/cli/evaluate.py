@@ -1,46 +1,19 @@
 """``simplefold evaluate PRED REF``: score predicted structures against references.
 
-PRED and REF are structure files or directories (searched recursively for ``.pdb``, ``.ent``,
-``.cif``, ``.mmcif``, ``.bcif``, each optionally ``.gz``). Files are matched by target name, the file
-name without those extensions (``T1026.pdb.gz`` -> ``T1026``); a prediction named
-``<target>_sample_<k>`` (the layout ``simplefold predict`` writes: ``OUT/<target>/<target>_sample_<k>.pdb``)
-is matched to the reference ``<target>``. Two files are always compared with each other.
-
-Every sample is scored (``simplefold.metrics.evaluate_pair``). A target's metrics are the mean over
-its samples; ``best`` holds the best sample value per metric (highest score, lowest RMSD).
-Output: a table on stdout (one row per target, sample rows for multi-sample targets, a mean row) and,
-with ``--json OUT``::
-
-    {"targets": [{"name", "reference", "n_samples", <metrics>, "best": {<metrics>},
-                  "samples": [{"name", "file", <metrics>}]}],
-     "summary": {"n_targets", <metric>: mean over targets, "best": {<metric>: mean over targets}},
-     "errors": [{"name", "file", "error"}]}
-
-Unmatched or unreadable files are reported and make the exit status 1; the others are still scored.
+A thin wrapper of :func:`simplefold.evaluation.evaluate.evaluate` (matching rules and the JSON
+layout are described there): prints the table on stdout, writes ``--json`` and ``--plots``; the
+exit status is 1 when a file was unmatched or unreadable (the others are still scored).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
 import pathlib
-import re
-import sys
-from dataclasses import dataclass, field
-
-import numpy as np
-
-from simplefold.cli import CLIError
 
 HELP = "score predicted structures against references (TM-score, GDT, lDDT, RMSD)"
 
-logger = logging.getLogger(__name__)
-
-_STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".bcif")
-_COMPRESSION_SUFFIXES = (".gz",)
-_SAMPLE_NAME = re.compile(r"^(?P<target>.+)_sample_(?P<index>\d+)$")
+logger = logging.getLogger("simplefold.evaluate")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,281 +33,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-# --------------------------------------------------------------------------------------
-# File discovery and matching
-# --------------------------------------------------------------------------------------
-
-
-def _split_structure_name(path: pathlib.Path) -> str | None:
-    """Target name of a structure file, or None if the name has no structure extension."""
-    name = path.name
-    lower = name.lower()
-    for suffix in _COMPRESSION_SUFFIXES:
-        if lower.endswith(suffix):
-            name, lower = name[: -len(suffix)], lower[: -len(suffix)]
-    for suffix in _STRUCTURE_SUFFIXES:
-        if lower.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return None
-
-
-def target_name(path: pathlib.Path) -> str:
-    """File name without structure/compression extensions (``T1026.pdb.gz`` -> ``T1026``)."""
-    return _split_structure_name(path) or path.name
-
-
-def _structure_files(path: pathlib.Path, what: str) -> list[pathlib.Path]:
-    if not path.exists():
-        raise CLIError(f"{what} path does not exist: {path}")
-    if path.is_file():
-        return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and _split_structure_name(p) is not None)
-    if not files:
-        raise CLIError(f"{what} directory {path} contains no structure files ({', '.join(_STRUCTURE_SUFFIXES)}[.gz])")
-    return files
-
-
-@dataclass
-class _Target:
-    name: str
-    reference: pathlib.Path
-    samples: list[tuple[str, pathlib.Path]] = field(default_factory=list)
-
-
-@dataclass
-class _Problem:
-    name: str
-    file: str | None
-    error: str
-
-
-def match_files(pred: pathlib.Path, ref: pathlib.Path) -> tuple[list[_Target], list[_Problem]]:
-    """Pair prediction files with reference files by target name.
-
-    Returns:
-      the targets (each with its samples, sorted by name) and the unmatched files as problems.
-    """
-    pred_files = _structure_files(pred, "PRED")
-    ref_files = _structure_files(ref, "REF")
-    if pred.is_file() and ref.is_file():
-        return [_Target(target_name(ref), ref, [(target_name(pred), pred)])], []
-
-    problems: list[_Problem] = []
-    refs: dict[str, pathlib.Path] = {}
-    for path in ref_files:
-        name = target_name(path)
-        if name in refs:
-            problems.append(_Problem(name, str(path), f"duplicate reference name (already {refs[name]})"))
-            continue
-        refs[name] = path
-    targets = {name: _Target(name, path) for name, path in refs.items()}
-    seen: dict[str, pathlib.Path] = {}
-    for path in pred_files:
-        name = target_name(path)
-        if name in seen:  # e.g. the same sample written as .pdb and .cif
-            logger.warning("%s: prediction %s already read from %s; skipped", path, name, seen[name])
-            continue
-        seen[name] = path
-        sample = _SAMPLE_NAME.match(name)
-        if name in targets:
-            targets[name].samples.append((name, path))
-        elif sample and sample["target"] in targets:
-            targets[sample["target"]].samples.append((name, path))
-        else:
-            problems.append(_Problem(name, str(path), "no reference with this target name"))
-    for t in targets.values():
-        if not t.samples:
-            problems.append(_Problem(t.name, str(t.reference), "no prediction for this reference"))
-
-    def sample_key(item):
-        m = _SAMPLE_NAME.match(item[0])
-        return (m["target"], int(m["index"])) if m else (item[0], -1)
-
-    matched = []
-    for name in sorted(targets):
-        t = targets[name]
-        if t.samples:
-            t.samples.sort(key=sample_key)
-            matched.append(t)
-    return matched, problems
-
-
-# --------------------------------------------------------------------------------------
-# Aggregation and output
-# --------------------------------------------------------------------------------------
-
-
-def _mean_plddt(structure) -> float | None:
-    """Mean B-factor of the CA atoms (predict writes pLDDT x 100 there); None if all are 0."""
-    values = [
-        b for chain in structure.chains
-        for name, b, present in zip(chain.atom_names, chain.b_factors, chain.atom_mask)
-        if name == "CA" and present
-    ]
-    if not values or not any(values):
-        return None
-    return float(np.mean(values))
-
-
-def _plddt_correlation(results: list[dict]) -> dict:
-    """Pearson r of each sample's mean pLDDT with its lDDT, when every sample carries pLDDT."""
-    pairs = [(r["plddt"], r["lddt"]) for t in results for r in t["samples"]]
-    if len(pairs) < 3 or any(p is None for p, _ in pairs):
-        return {}
-    x, y = np.array(pairs, dtype=float).T
-    if x.std() == 0 or y.std() == 0:
-        return {}
-    return {"plddt_lddt_pearson": float(np.corrcoef(x, y)[0, 1]), "n_samples_with_plddt": len(pairs)}
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    return sum(finite) / len(finite) if finite else float("nan")
-
-
-def _best(rows: list[dict], metric: str, lower_is_better: frozenset[str]) -> float:
-    values = [r[metric] for r in rows if not math.isnan(r[metric])]
-    if not values:
-        return float("nan")
-    return min(values) if metric in lower_is_better else max(values)
-
-
-def _json_safe(obj):
-    """NaN -> null (JSON has no NaN); numpy scalars -> Python numbers."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) or hasattr(obj, "item"):
-        value = obj.item() if hasattr(obj, "item") else obj
-        return None if isinstance(value, float) and math.isnan(value) else value
-    return obj
-
-
-def _format_row(label: str, metrics: dict, names: tuple[str, ...], width: int) -> str:
-    cells = []
-    for m in names:
-        v = metrics.get(m, float("nan"))
-        if m == "n_aligned":
-            cells.append(f"{v:>9.0f}" if not math.isnan(v) else f"{'-':>9}")
-        else:
-            cells.append(f"{v:>9.4f}" if not math.isnan(v) else f"{'-':>9}")
-    return f"{label:<{width}} " + " ".join(cells)
-
-
-def _print_table(targets: list[dict], summary: dict, names: tuple[str, ...], out) -> None:
-    labels = ["mean", "mean (best)"]
-    for t in targets:
-        labels.append(f"{t['name']} (mean)")
-        labels.extend("  " + s["name"] for s in t["samples"])
-    width = max(len(x) for x in labels + ["target"])
-    print(f"{'target':<{width}} " + " ".join(f"{m:>9}" for m in names), file=out)
-    print("-" * (width + 10 * len(names)), file=out)
-    for t in targets:
-        if t["n_samples"] == 1:
-            print(_format_row(t["name"], t, names, width), file=out)
-            continue
-        for s in t["samples"]:
-            print(_format_row("  " + s["name"], s, names, width), file=out)
-        print(_format_row(f"{t['name']} (mean)", t, names, width), file=out)
-        print(_format_row(f"{t['name']} (best)", t["best"], names, width), file=out)
-    print("-" * (width + 10 * len(names)), file=out)
-    print(_format_row(f"mean ({summary['n_targets']})", summary, names, width), file=out)
-    print(_format_row("median", summary["median"], names, width), file=out)
-    if any(t["n_samples"] > 1 for t in targets):
-        print(_format_row("mean (best)", summary["best"], names, width), file=out)
-
-
-def _write_plots(outdir: pathlib.Path, targets: list[_Target], results: list[dict], by_residue_number: bool) -> None:
-    """Per target: lDDT per reference residue of its best-lDDT sample; over targets: histograms."""
-    from simplefold import alignment, metrics, plots
-    from simplefold.structure import read_structure
-
-    references = {t.name: t.reference for t in targets}
-    for entry in results:
-        best = max(entry["samples"], key=lambda r: -1.0 if math.isnan(r["lddt"]) else r["lddt"])
-        pred = read_structure(best["file"], model=1)
-        ref = read_structure(references[entry["name"]], model=1)
-        mapping = alignment.match_structures(pred, ref, by_residue_number=by_residue_number)
-        pred_atoms, ref_atoms, pair_index = alignment.matched_atoms(pred, ref, mapping)
-        per_residue = metrics.lddt(pred_atoms, ref_atoms, atom_residue=pair_index, per_residue=True)
-        numbers = None
-        if len(set(mapping.ref_chain.tolist())) == 1:  # author numbering is unambiguous on one chain
-            numbers = ref.chains[int(mapping.ref_chain[0])].res_ids[mapping.ref_res]
-        plots.plot_lddt_per_residue(
-            per_residue, outdir / f"{entry['name']}_lddt.png", title=f"{best['name']} vs {entry['name']}",
-            residue_numbers=numbers,
-        )
-    for metric, label in (("tm_score", "TM-score"), ("lddt", "lDDT")):
-        plots.plot_histogram(
-            [t[metric] for t in results], outdir / f"{metric}_hist.png", label, "targets (mean over samples)",
-            value_range=(0.0, 1.0),
-        )
-    logger.info("wrote plots to %s", outdir)
-
-
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from simplefold.cli import CLIError
+    from simplefold.evaluation.evaluate import EvaluationError, evaluate, format_table, write_plots
+    from simplefold.utils.files import write_json
 
-    from simplefold import metrics
-    from simplefold.structure import read_structure
-
-    targets, problems = match_files(args.pred, args.ref)
-    n_pairs = sum(len(t.samples) for t in targets)
-    names = metrics.METRIC_NAMES
-    results = []
-    with tqdm(total=n_pairs, desc="evaluate", unit="pair", disable=None if n_pairs > 1 else True, file=sys.stderr) as bar:
-        for t in targets:
-            try:
-                ref = read_structure(t.reference, model=1)
-            except Exception as exc:  # noqa: BLE001 - any unreadable reference is reported, not fatal
-                problems.append(_Problem(t.name, str(t.reference), f"cannot read reference: {exc}"))
-                bar.update(len(t.samples))
-                continue
-            rows = []
-            for sample_name, path in t.samples:
-                try:
-                    pred = read_structure(path, model=1)
-                    row = metrics.evaluate_pair(pred, ref, by_residue_number=args.by_residue_number)
-                    row["plddt"] = _mean_plddt(pred)
-                except Exception as exc:  # noqa: BLE001 - report and go on with the other files
-                    logger.debug("scoring %s failed", path, exc_info=True)
-                    problems.append(_Problem(sample_name, str(path), str(exc)))
-                else:
-                    rows.append({"name": sample_name, "file": str(path), **row})
-                bar.update(1)
-            if not rows:
-                continue
-            entry = {"name": t.name, "reference": str(t.reference), "n_samples": len(rows)}
-            entry.update({m: _mean([r[m] for r in rows]) for m in names})
-            entry["best"] = {m: _best(rows, m, metrics.LOWER_IS_BETTER) for m in names}
-            entry["samples"] = rows
-            results.append(entry)
-
-    summary = {"n_targets": len(results)}
-    summary.update({m: _mean([t[m] for t in results]) for m in names})
-    summary["best"] = {m: _mean([t["best"][m] for t in results]) for m in names}
-    summary["median"] = {m: float(np.median([t[m] for t in results])) if results else float("nan") for m in names}
-    summary.update(_plddt_correlation(results))
-    if results:
-        _print_table(results, summary, names, sys.stdout)
-        if "plddt_lddt_pearson" in summary:
-            print(f"pLDDT vs lDDT (per sample, n={summary['n_samples_with_plddt']}): "
-                  f"Pearson r = {summary['plddt_lddt_pearson']:.3f}")
-    for p in problems:
+    try:
+        report = evaluate(args.pred, args.ref, by_residue_number=args.by_residue_number, progress=True)
+    except EvaluationError as exc:
+        raise CLIError(str(exc)) from None
+    if report.targets:
+        print(format_table(report))
+    for p in report.problems:
         logger.error("%s (%s): %s", p.name, p.file, p.error)
-    if args.plots is not None and results:
-        _write_plots(args.plots, targets, results, args.by_residue_number)
+    if args.plots is not None and report.targets:
+        write_plots(report, args.plots)
     if args.json is not None:
-        payload = {
-            "targets": results,
-            "summary": summary,
-            "errors": [{"name": p.name, "file": p.file, "error": p.error} for p in problems],
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(_json_safe(payload), indent=2) + "\n")
+        write_json(args.json, report.to_dict())
         logger.info("wrote %s", args.json)
-    if problems:
-        logger.error("%d problem(s); %d target(s) scored", len(problems), len(results))
+    if not report.ok:
+        logger.error("%d problem(s); %d target(s) scored", len(report.problems), len(report.targets))
         return 1
     return 0

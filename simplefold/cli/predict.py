@@ -9,7 +9,7 @@ Examples::
     simplefold predict --merge-manifests out/                         # report the whole run
 
 Every FASTA record is a target (unlike the official CLI, which folds one per file). Outputs
-(see :mod:`simplefold.outputs`): ``OUT/<target>/<target>_sample_<k>.<ext>``, an ``_ensemble``
+(see :mod:`simplefold.predict.outputs`): ``OUT/<target>/<target>_sample_<k>.<ext>``, an ``_ensemble``
 multi-model file when --num-samples > 1, ``summary.json`` (written last; marks the target done),
 ``<target>_plddt.png``, and ``OUT/manifest.jsonl`` (``manifest.shard-I-of-N.jsonl`` per shard)
 with one line per target: ok / skipped (already done) / failed + reason.
@@ -21,6 +21,7 @@ and the run goes on; the exit status is 1 if any target failed, 2 for a usage er
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -30,69 +31,97 @@ HELP = "fold sequences (FASTA file, directory of FASTA files, or a sequence) int
 logger = logging.getLogger("simplefold.predict")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from simplefold.fold_options import DEFAULT_NUM_SAMPLES, DEFAULT_SEED
-    from simplefold.model_loading import DEFAULT_MODEL
+def option_defaults() -> dict[str, object]:
+    """Each option's value when neither the command line nor ``--config`` sets it (None: decided
+    later, e.g. the sampler's own default steps and τ)."""
+    from simplefold.predict.loading import DEFAULT_MODEL
+    from simplefold.predict.options import FoldOptions
+    from simplefold.predict.outputs import DEFAULT_FORMAT
 
+    # the field defaults, read without building a FoldOptions (whose check imports the sampler and jax)
+    options = {f.name: f.default for f in dataclasses.fields(FoldOptions)}
+    return {
+        "input": None, "output": None, "model": DEFAULT_MODEL, "num_samples": options["num_samples"],
+        "steps": options["num_steps"], "tau": options["tau"], "seed": options["seed"], "format": DEFAULT_FORMAT,
+        "plddt": options["plddt"], "batch_size": options["batch_size"], "max_memory_gb": options["max_memory_gb"],
+        "dry_run": False, "shard": None, "merge_manifests": False, "offline": False, "no_progress": False,
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Every option defaults to None here, so that after parsing an option that is not None was
+    # given on the command line; resolve_options then fills the others from --config, then from
+    # option_defaults(): the command line wins over the file, the file over the defaults.
+    from simplefold.constants import NUM_STEPS, TAU
+    from simplefold.predict.outputs import FORMATS
+    from simplefold.predict.planning import DEVICE_MEMORY_FRACTION, HOST_MEMORY_FRACTION
+
+    d = option_defaults()
     parser.add_argument("input", nargs="?", help="FASTA file, directory of FASTA files, or an amino-acid sequence")
     parser.add_argument("-o", "--output", type=Path, help="output directory")
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL,
+        "--model",
         help=f"released name (simplefold_100M ... simplefold_3B), a directory of converted weights, or 'demo' "
-        f"(default: {DEFAULT_MODEL})",
+        f"(default: {d['model']})",
     )
-    parser.add_argument("--num-samples", type=int, default=DEFAULT_NUM_SAMPLES, help="structures per target")
-    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: 500)")
-    parser.add_argument("--tau", type=float, default=None,
-                        help="sampler noise scale (default: 0.1 as the official CLI; the paper folds with 0.01)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (per target and sample)")
-    parser.add_argument("--format", choices=("pdb", "cif"), default="pdb", help="structure file format")
-    parser.add_argument("--plddt", action=argparse.BooleanOptionalAction, default=True,
-                        help="compute pLDDT (B-factor column, summary.json, plot)")
-    parser.add_argument("--batch-size", type=int, default=None, help="at most this many samples per network call")
-    parser.add_argument("--max-memory-gb", type=float, default=None,
-                        help="memory budget per device in GB (default: 85%% of accelerator memory / half the RAM)")
-    parser.add_argument("--dry-run", action="store_true", help="print per-target memory and time estimates and exit")
-    parser.add_argument("--shard", default=None, metavar="I/N",
+    parser.add_argument("--num-samples", type=int, help=f"structures per target (default: {d['num_samples']})")
+    parser.add_argument("--steps", type=int, help=f"sampler steps (default: {NUM_STEPS})")
+    parser.add_argument("--tau", type=float,
+                        help=f"sampler noise scale (default: {TAU} as the official CLI; the paper folds with 0.01)")
+    parser.add_argument("--seed", type=int, help=f"random seed (per target and sample; default: {d['seed']})")
+    parser.add_argument("--format", choices=FORMATS, help=f"structure file format (default: {d['format']})")
+    plddt = "on" if d["plddt"] else "off"
+    parser.add_argument("--plddt", action=argparse.BooleanOptionalAction,
+                        help=f"compute pLDDT (B-factor column, summary.json, plot; default: {plddt})")
+    parser.add_argument("--batch-size", type=int, help="at most this many samples per network call")
+    budget = f"{DEVICE_MEMORY_FRACTION:.0%} of accelerator memory, {HOST_MEMORY_FRACTION:.0%} of the RAM on CPU"
+    parser.add_argument("--max-memory-gb", type=float,
+                        help=f"memory budget per device in GB (default: {budget})".replace("%", "%%"))
+    parser.add_argument("--dry-run", action="store_true", default=None,
+                        help="print per-target memory and time estimates and exit")
+    parser.add_argument("--shard", metavar="I/N",
                         help="fold only shard I of N (1-based; deterministic split for job arrays)")
-    parser.add_argument("--merge-manifests", action="store_true",
+    parser.add_argument("--merge-manifests", action="store_true", default=None,
                         help="merge the manifests of all shards in the output directory and report the run")
-    parser.add_argument("--offline", action="store_true", help="never download weights")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--offline", action="store_true", default=None, help="never download weights")
+    parser.add_argument("--no-progress", action="store_true", default=None, help="no progress bars")
     parser.add_argument("--config", type=Path, default=None,
                         help="JSON file of option values (keys as the long options, e.g. "
                         "{\"num_samples\": 50, \"tau\": 0.6}); options given on the command line win")
-    parser.set_defaults(_predict_defaults={a.dest: a.default for a in parser._actions})
 
 
-def _apply_config(args: argparse.Namespace) -> None:
-    """Fill options left at their defaults from the --config JSON file."""
-    import json
-
+def resolve_options(args: argparse.Namespace) -> None:
+    """Fill every option the command line left unset from the ``--config`` file, else from its default."""
     from simplefold.cli import CLIError
 
-    try:
-        data = json.loads(args.config.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CLIError(f"{args.config}: cannot read the JSON config ({exc})") from None
-    if not isinstance(data, dict):
-        raise CLIError(f"{args.config}: expected a JSON object of option values")
-    defaults = args._predict_defaults
-    for key, value in data.items():
-        if key.startswith("_"):
-            continue  # comments such as "_doc"
-        dest = key.lstrip("-").replace("-", "_")
-        if dest not in defaults or dest in ("config", "help"):
-            raise CLIError(f"{args.config}: unknown option {key!r}")
-        if getattr(args, dest) == defaults[dest]:
-            setattr(args, dest, Path(value) if dest == "output" and value is not None else value)
+    defaults = option_defaults()
+    given: dict[str, object] = {}
+    if args.config is not None:
+        import json
+
+        try:
+            data = json.loads(args.config.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CLIError(f"{args.config}: cannot read the JSON config ({exc})") from None
+        if not isinstance(data, dict):
+            raise CLIError(f"{args.config}: expected a JSON object of option values")
+        for key, value in data.items():
+            if key.startswith("_"):
+                continue  # comments such as "_doc"
+            dest = key.lstrip("-").replace("-", "_")
+            if dest not in defaults:
+                raise CLIError(f"{args.config}: unknown option {key!r}")
+            given[dest] = Path(value) if dest == "output" and value is not None else value
+    for dest, default in defaults.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, given.get(dest, default))
 
 
 def _read_targets(source: str):
     """Targets of INPUT (FASTA file, directory of FASTA files, or a bare sequence)."""
-    from simplefold import fasta
     from simplefold.cli import CLIError
-    from simplefold.targets import read_targets
+    from simplefold.io import fasta
+    from simplefold.predict.targets import read_targets
 
     try:
         targets = read_targets(source)
@@ -115,13 +144,13 @@ def _print_report(report, out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simplefold import outputs, planning, predict_run
     from simplefold.cli import CLIError
-    from simplefold.fold_options import FoldOptions
-    from simplefold.model_loading import ModelNotFoundError
+    from simplefold.predict import outputs, planning
+    from simplefold.predict import run as predict_run
+    from simplefold.predict.loading import ModelNotFoundError
+    from simplefold.predict.options import FoldOptions
 
-    if args.config is not None:
-        _apply_config(args)
+    resolve_options(args)
     # --merge-manifests OUT: the single positional is the output directory
     if args.merge_manifests:
         out = args.output or (Path(args.input) if args.input else None)
@@ -174,9 +203,9 @@ def run(args: argparse.Namespace) -> int:
     except ModelNotFoundError as exc:
         raise CLIError(str(exc)) from None
     except Exception as exc:
-        from simplefold import weights
+        from simplefold.weights.registry import WeightsError
 
-        if isinstance(exc, weights.WeightsError):
+        if isinstance(exc, WeightsError):
             raise CLIError(str(exc)) from None
         raise
     n_ok = sum(1 for s in report.status.values() if s in (outputs.STATUS_OK, outputs.STATUS_SKIPPED))

@@ -10,26 +10,27 @@ HELP = "parse PDB/mmCIF files into a training dataset (one .npz per chain + mani
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from simplefold.training.dataset import PrepareOptions
+    from simplefold.io.dataset import PrepareOptions
 
     d = PrepareOptions()
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="structure files or directories (recursive)")
     parser.add_argument("-o", "--out", required=True, help="output directory (re-running resumes)")
     parser.add_argument("--split", metavar="CSV", help="split table (file,chain,...,split); other chains are skipped")
-    parser.add_argument("--min-length", type=int, default=d.min_length, help=f"minimum residues (default {d.min_length})")
+    parser.add_argument("--min-length", type=int, default=d.min_length, help="minimum residues (default: %(default)s)")
     parser.add_argument("--max-length", type=int, default=d.max_length, help="maximum residues (default: none)")
     parser.add_argument(
         "--min-resolved", type=float, default=d.min_resolved_fraction,
-        help=f"minimum fraction of residues with a CA (default {d.min_resolved_fraction})",
+        help="minimum fraction of residues with a CA (default: %(default)s)",
     )
-    parser.add_argument("--model", type=int, default=d.model, help="model number of multi-model files (default 1)")
+    parser.add_argument("--model", type=int, default=d.model,
+                        help="model number of multi-model files (default: %(default)s)")
     parser.add_argument("-j", "--workers", type=int, default=None, help="worker processes (default: CPU count)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     from simplefold.cli import CLIError
-    from simplefold.training.dataset import PrepareOptions, prepare_dataset
+    from simplefold.io.dataset import PrepareOptions, prepare_dataset
 
     options = PrepareOptions(
         min_length=args.min_length,

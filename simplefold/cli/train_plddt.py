@@ -1,4 +1,4 @@
-"""``simplefold train-plddt``: train a pLDDT head on a folding model's own samples (spec §2 recipe)."""
+"""``simplefold train-plddt``: train a pLDDT head on a folding model's own samples (official recipe, scaled down)."""
 
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
     if config is None:
         return 0
 
-    from simplefold.model_loading import ModelNotFoundError
-    from simplefold.training.plddt import json_safe, train_plddt
+    from simplefold.predict.loading import ModelNotFoundError
+    from simplefold.training.plddt import train_plddt
+    from simplefold.utils.files import json_safe
 
     try:
         metrics = train_plddt(

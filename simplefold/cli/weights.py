@@ -27,8 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("name")
 
 
-def _entry_for_file(path: pathlib.Path, weights) -> str:
-    matches = [e.name for e in weights.registry().values() if e.filename == path.name]
+def _entry_for_file(path: pathlib.Path) -> str:
+    from simplefold.weights.registry import registry
+
+    matches = [e.name for e in registry().values() if e.filename == path.name]
     if len(matches) != 1:
         from simplefold.cli import CLIError
 
@@ -47,41 +49,42 @@ def _human(n: int | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simplefold import weights
     from simplefold.cli import CLIError
+    from simplefold.utils.files import cache_dir
+    from simplefold.weights import cache, registry
 
     try:
         if args.action == "list":
-            inst = weights.installed()
-            print(f"cache: {weights.cache_dir()}")
+            inst = cache.installed()
+            print(f"cache: {cache_dir()}")
             print(f"{'name':34} {'kind':10} {'installed':9} {'source size':>11}  url")
-            for e in weights.registry().values():
+            for e in registry.registry().values():
                 rec = inst.get(e.name)
                 size = rec.get("source", {}).get("size") if rec else e.size
                 print(f"{e.name:34} {e.kind:10} {'yes' if rec else 'no':9} {_human(size):>11}  {e.effective_url}")
-            aliases = ", ".join(f"{a} -> {n}" for a, n in weights.ALIASES.items())
+            aliases = ", ".join(f"{a} -> {n}" for a, n in registry.ALIASES.items())
             print(f"aliases: {aliases}")
             return 0
         if args.action == "download":
-            out = weights.download(args.name, force=args.force, keep_source=args.keep_source,
+            out = cache.download(args.name, force=args.force, keep_source=args.keep_source,
                                    progress=not args.no_progress)
             print(out)
             return 0
         if args.action == "import":
-            name = args.name or _entry_for_file(args.path, weights)
-            print(weights.import_file(args.path, name, copy_source=args.copy))
+            name = args.name or _entry_for_file(args.path)
+            print(cache.import_file(args.path, name, copy_source=args.copy))
             return 0
         if args.action == "verify":
-            names = [args.name] if args.name else list(weights.installed())
-            problems = weights.verify(args.name)
+            names = [args.name] if args.name else list(cache.installed())
+            problems = cache.verify(args.name)
             for p in problems:
                 print(f"PROBLEM {p}", file=sys.stdout)
             if not problems:
                 print(f"ok: {len(names)} installed entr{'y' if len(names) == 1 else 'ies'} verified")
             return 1 if problems else 0
         if args.action == "path":
-            print(weights.resolve(args.name, offline=True))
+            print(cache.resolve(args.name, offline=True))
             return 0
-    except weights.WeightsError as exc:
+    except registry.WeightsError as exc:
         raise CLIError(str(exc)) from exc
     raise CLIError(f"unknown action {args.action!r}")

@@ -219,14 +219,14 @@ def load_random_weights(model, seed: int) -> tuple[str, dict[str, list[int]]]:
 def official_state_dict_shapes(config) -> dict[str, tuple[int, ...]]:
     """Official ``FoldingDiT.state_dict()`` key -> shape for a ``FoldingConfig`` (no torch).
 
-    Read off the port's checkpoint name map (``simplefold.checkpoints.folding_key_map``) and the
+    Read off the port's checkpoint name map (``simplefold.weights.checkpoints.folding_key_map``) and the
     abstract shapes of the port's module: a linear layer's (in, out) kernel is the official
     (out, in) weight, a stacked block parameter's leading block axis is dropped. Keys come in the
     name map's order. ``freq_bands`` is the constant buffer ``pos_embedder.freq_bands``.
     """
     from flax import nnx
 
-    from simplefold.checkpoints import LINEAR, folding_key_map
+    from simplefold.weights.checkpoints import LINEAR, folding_key_map
     from simplefold.model.folding import FoldingDiT
 
     abstract = nnx.eval_shape(lambda: FoldingDiT(config, rngs=nnx.Rngs(0)))

@@ -6,28 +6,25 @@
 * ``PLDDTHead`` – the pLDDT head: ``head(latent, feats) -> {"plddt_logits", "plddt"}``.
 * ``OFFICIAL_SIZES`` / ``OFFICIAL_PLDDT_SIZES`` – official checkpoint names -> config constructors.
 
-The names are resolved lazily, so that the NumPy-only modules of this package (``config``,
+The names are imported on first use, so that the NumPy-only modules of this package (``config``,
 ``torch_tables``, ``random_init``) import without JAX — the fixture tools run them in a
 PyTorch environment.
 """
 
 from __future__ import annotations
 
-import importlib
+from simplefold.utils.lazy import lazy_exports
 
-_LAZY = {
-    "FoldingConfig": "config",
-    "PLDDTConfig": "config",
-    "OFFICIAL_SIZES": "config",
-    "OFFICIAL_PLDDT_SIZES": "config",
-    "FoldingDiT": "folding",
-    "PLDDTHead": "plddt",
+# public name -> module that defines it
+_PUBLIC = {
+    "FoldingConfig": "simplefold.model.config",
+    "PLDDTConfig": "simplefold.model.config",
+    "OFFICIAL_SIZES": "simplefold.model.config",
+    "OFFICIAL_PLDDT_SIZES": "simplefold.model.config",
+    "FoldingDiT": "simplefold.model.folding",
+    "PLDDTHead": "simplefold.model.plddt",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = list(_PUBLIC)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"simplefold.model.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'simplefold.model' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

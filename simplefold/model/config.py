@@ -1,6 +1,6 @@
 """Frozen configs of the SimpleFold folding network (``FoldingConfig``) and pLDDT head (``PLDDTConfig``).
 
-Sizes follow the official ``configs/model/architecture/foldingdit_*.yaml`` (spec §1.8). Every
+Sizes follow the official ``configs/model/architecture/foldingdit_*.yaml`` of apple/ml-simplefold. Every
 default lives here, once.
 """
 
@@ -9,15 +9,22 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from simplefold.constants import (
+    ATOM_WINDOW,
+    ESM_DIM,
+    ESM_NUM_REPRESENTATIONS,
+    NUM_ATOM_NAME_CHARS,
+    NUM_CHAR_CLASSES,
+    NUM_ELEMENT_CLASSES,
+    NUM_MOL_TYPES,
+    NUM_POCKET_CLASSES,
+    NUM_RES_TYPES,
+    PLDDT_NUM_BINS,
+)
+
 _DTYPES = ("float32", "bfloat16")
 _CONDITIONS = ("esm", "embedding")
 
-NUM_RES_TYPES = 33  # Boltz res_type vocabulary (simplefold.residues)
-NUM_ELEMENTS = 128  # ref_element one-hot width
-NUM_NAME_CHARS = 4  # ref_atom_name_chars slots
-NUM_CHAR_CLASSES = 64  # classes per name-char slot
-NUM_MOL_TYPES = 4
-NUM_POCKET = 4
 # keys per block of the dense (token) attention's value product (see layers.dense_attention)
 ATTENTION_KEY_BLOCK = 128
 
@@ -26,6 +33,29 @@ def swiglu_hidden(width: int, mlp_ratio: float, multiple_of: int = 256) -> int:
     """Official SwiGLU hidden size: int(2/3 * int(width*ratio)) rounded up to ``multiple_of``."""
     hidden = int(2 * int(width * mlp_ratio) / 3)
     return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+# optional keys of an official model ``summary`` -> (FoldingConfig field, type)
+_OFFICIAL_OPTIONAL_KEYS = {
+    "esm_num_layers": ("esm_num_layers", int),
+    "esm_s_dim": ("esm_dim", int),
+    "atom_n_queries": ("n_queries", int),
+    "atom_n_keys": ("n_keys", int),
+    "mlp_ratio": ("mlp_ratio", float),
+    "rope_base": ("rope_base", float),
+    "fourier_num_freqs": ("fourier_num_freqs", int),
+    "fourier_max_freq_log2": ("fourier_max_freq_log2", float),
+    "output_channels": ("output_channels", int),
+}
+
+
+def _from_dict(cls, d: dict[str, Any]):
+    """Inverse of a config's ``to_dict`` (the ``kind`` tag is dropped); unknown keys are an error."""
+    d = {k: v for k, v in d.items() if k != "kind"}
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    return cls(**d)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -53,9 +83,9 @@ class FoldingConfig:
     atom_num_heads: int
     atom_encoder_depth: int
     atom_decoder_depth: int
-    esm_num_layers: int = 37
-    esm_dim: int = 2560
-    n_queries: int = 32
+    esm_num_layers: int = ESM_NUM_REPRESENTATIONS
+    esm_dim: int = ESM_DIM
+    n_queries: int = ATOM_WINDOW
     n_keys: int = 128
     mlp_ratio: float = 4.0
     rope_base: float = 100.0
@@ -104,9 +134,11 @@ class FoldingConfig:
 
     @property
     def atom_feat_dim(self) -> int:
-        """Width of the concatenated atom features (spec §1.2 step 4): D + 1199 for 128 freqs."""
-        res = NUM_MOL_TYPES + NUM_RES_TYPES + NUM_POCKET
-        return self.fourier_dim + res + (self.hidden_size + 1) + 1 + 1 + NUM_ELEMENTS + NUM_NAME_CHARS * NUM_CHAR_CLASSES
+        """Width of the atom features ``FoldingDiT`` concatenates (as the official ``architecture.py``):
+        D + 1199 for 128 frequencies."""
+        res = NUM_MOL_TYPES + NUM_RES_TYPES + NUM_POCKET_CLASSES
+        return (self.fourier_dim + res + (self.hidden_size + 1) + 1 + 1 + NUM_ELEMENT_CLASSES
+                + NUM_ATOM_NAME_CHARS * NUM_CHAR_CLASSES)
 
     # ---- named sizes (official YAMLs) ----
     @classmethod
@@ -174,16 +206,9 @@ class FoldingConfig:
             atom_num_heads=int(s["atom_num_heads"]),
             atom_encoder_depth=int(s["atom_encoder_depth"]),
             atom_decoder_depth=int(s["atom_decoder_depth"]),
-            esm_num_layers=int(s.get("esm_num_layers", 37)),
-            esm_dim=int(s.get("esm_s_dim", 2560)),
-            n_queries=int(s.get("atom_n_queries", 32)),
-            n_keys=int(s.get("atom_n_keys", 128)),
-            mlp_ratio=float(s.get("mlp_ratio", 4.0)),
-            rope_base=float(s.get("rope_base", 100.0)),
-            fourier_num_freqs=int(s.get("fourier_num_freqs", 128)),
-            fourier_max_freq_log2=float(s.get("fourier_max_freq_log2", 12)),
-            output_channels=int(s.get("output_channels", 3)),
         )
+        # a key the summary lacks keeps the field's default
+        kw.update({field: conv(s[key]) for key, (field, conv) in _OFFICIAL_OPTIONAL_KEYS.items() if key in s})
         kw.update(overrides)
         cfg = cls(**kw)
         checks = (
@@ -200,12 +225,7 @@ class FoldingConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FoldingConfig":
-        d = {k: v for k, v in d.items() if k != "kind"}
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown FoldingConfig keys: {sorted(unknown)}")
-        return cls(**d)
+        return _from_dict(cls, d)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -216,7 +236,7 @@ class PLDDTConfig:
     hidden_size: int
     num_heads: int
     depth: int
-    num_bins: int = 50
+    num_bins: int = PLDDT_NUM_BINS
     mlp_ratio: float = 4.0
     rope_base: float = 100.0
     rope_in_dim: int = 4
@@ -255,8 +275,9 @@ class PLDDTConfig:
             hidden_size=int(summary["hidden_size"]),
             num_heads=int(summary["num_heads"]),
             depth=int(summary["depth"]),
-            num_bins=int(summary.get("num_plddt_bins", 50)),
         )
+        if "num_plddt_bins" in summary:
+            kw["num_bins"] = int(summary["num_plddt_bins"])
         kw.update(overrides)
         cfg = cls(**kw)
         for key, got in (("head_dim", cfg.head_dim), ("swiglu_hidden", cfg.mlp_hidden)):
@@ -269,12 +290,7 @@ class PLDDTConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PLDDTConfig":
-        d = {k: v for k, v in d.items() if k != "kind"}
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown PLDDTConfig keys: {sorted(unknown)}")
-        return cls(**d)
+        return _from_dict(cls, d)
 
 
 # official checkpoint names -> config constructors

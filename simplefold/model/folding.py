@@ -1,4 +1,5 @@
-"""``FoldingDiT``: the SimpleFold flow-matching network in Flax NNX (official ``model/torch/architecture.py``).
+"""``FoldingDiT``: the SimpleFold flow-matching network in Flax NNX (official
+``src/simplefold/model/torch/architecture.py`` of apple/ml-simplefold).
 
 Call convention (as the official model)::
 
@@ -36,15 +37,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from simplefold.constants import NUM_ATOM_NAME_CHARS, NUM_CHAR_CLASSES, NUM_MOL_TYPES, NUM_RES_TYPES
 from simplefold.model import embeddings as emb
+from simplefold.model.config import FoldingConfig
 from simplefold.reproducible import precision_jit
-from simplefold.model.config import (
-    NUM_CHAR_CLASSES,
-    NUM_MOL_TYPES,
-    NUM_NAME_CHARS,
-    NUM_RES_TYPES,
-    FoldingConfig,
-)
 from simplefold.model.layers import (
     AttnContext,
     BlockStack,
@@ -194,7 +190,7 @@ class FoldingDiT(nnx.Module):
                 f["ref_charge"][..., None],
                 f["atom_pad_mask"][..., None],
                 f["ref_element"],
-                f["ref_atom_name_chars"].reshape(Bf, N, NUM_NAME_CHARS * NUM_CHAR_CLASSES),
+                f["ref_atom_name_chars"].reshape(Bf, N, NUM_ATOM_NAME_CHARS * NUM_CHAR_CLASSES),
             ],
             axis=-1,
         )

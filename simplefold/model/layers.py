@@ -1,4 +1,5 @@
-"""Building blocks of SimpleFold in Flax NNX (official ``model/torch/{layers,blocks}.py``): norms, SwiGLU, attention, DiT blocks.
+"""Building blocks of SimpleFold in Flax NNX: norms, SwiGLU, attention, DiT blocks (official
+``src/simplefold/model/torch/layers.py`` and ``blocks.py`` of apple/ml-simplefold).
 
 Attention takes an *attention context* ``AttnContext`` that says how keys are visible:
 

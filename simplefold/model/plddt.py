@@ -1,4 +1,4 @@
-"""pLDDT head (official ``ConfidenceModule``, spec §2) in Flax NNX.
+"""pLDDT head (official ``ConfidenceModule``, ``src/simplefold/model/torch/confidence_module.py``) in Flax NNX.
 
 ``head(latent, feats) -> {"plddt_logits": (B, M, bins), "plddt": (B, M) in [0, 1]}`` where
 ``latent`` is the residue-trunk output of the folding model (the official CLI uses the 1.6B model

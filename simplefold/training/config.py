@@ -18,6 +18,8 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from simplefold.constants import LDDT_INCLUSION_RADIUS, TAU
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSection:
@@ -91,10 +93,13 @@ class OptimSection:
 
 @dataclasses.dataclass(frozen=True)
 class LossSection:
-    """Flow-matching loss weights (spec §4). ``lddt_time_schedule`` is the fine-tuning weighting."""
+    """Flow-matching loss weights (official ``src/simplefold/model/simplefold.py``).
+
+    ``lddt_time_schedule`` is the fine-tuning weighting.
+    """
 
     smooth_lddt_weight: float = 1.0
-    lddt_cutoff: float = 15.0
+    lddt_cutoff: float = LDDT_INCLUSION_RADIUS
     lddt_time_schedule: bool = False
     rigid_align: bool = True
     #: Distribution of the training time t: "official" (0.98·sigmoid(N(0.8, 1.7²)) + 0.02·U(0, 1),
@@ -137,7 +142,7 @@ class ValidationSection:
     every_steps: int = 1000
     num_proteins: int = 8
     num_steps: int = 20
-    tau: float = 0.1
+    tau: float = TAU
     max_tokens: int = 256
     seed: int = 0
 
@@ -162,8 +167,20 @@ class MeshSection:
     cpu_collectives: str | None = None
 
 
+class SectionedConfig:
+    """JSON form of a config dataclass whose fields are section dataclasses (TrainConfig, the
+    pLDDT training config); the inverse is :func:`sections_from_dict`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable nested dict."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=dict))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(SectionedConfig):
     """A complete training run."""
 
     model: ModelSection = dataclasses.field(default_factory=ModelSection)
@@ -174,13 +191,6 @@ class TrainConfig:
     checkpoint: CheckpointSection = dataclasses.field(default_factory=CheckpointSection)
     validation: ValidationSection = dataclasses.field(default_factory=ValidationSection)
     mesh: MeshSection = dataclasses.field(default_factory=MeshSection)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable nested dict."""
-        return json.loads(json.dumps(dataclasses.asdict(self), default=dict))
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def replace(self, **sections: Any) -> TrainConfig:
         return dataclasses.replace(self, **sections)
@@ -274,8 +284,13 @@ def config_from_dict(data: Mapping[str, Any], where: str = "config") -> TrainCon
     return sections_from_dict(TrainConfig, data, where)
 
 
-def read_config_json(path: str | pathlib.Path) -> dict[str, Any]:
-    """The JSON object of a config file; :class:`ConfigError` naming the file (and line) otherwise."""
+def read_config_json(path: str | pathlib.Path, _seen: tuple[pathlib.Path, ...] = ()) -> dict[str, Any]:
+    """The JSON object of a config file; :class:`ConfigError` naming the file (and line) otherwise.
+
+    A file may name another as its ``"base"`` (a path relative to the file): the file is then that
+    base with this file's values merged in, section by section (the base's ``description`` is not
+    inherited). A preset is thus written as the settings it changes.
+    """
     path = pathlib.Path(path)
     try:
         data = json.loads(path.read_text())
@@ -285,7 +300,28 @@ def read_config_json(path: str | pathlib.Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a JSON object")
-    return data
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: \"base\" must be the path of another config file")
+    base_path = (path.parent / base).resolve()
+    if base_path in _seen:
+        raise ConfigError(f"{path}: base files form a cycle ({' -> '.join(map(str, (*_seen, base_path)))})")
+    merged = read_config_json(base_path, (*_seen, path.resolve()))
+    merged.pop("description", None)
+    return merge_config_dicts(merged, data)
+
+
+def merge_config_dicts(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` applied: nested objects are merged key by key, other values replaced."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_config_dicts(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def parse_value(text: str) -> Any:

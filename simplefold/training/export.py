@@ -1,7 +1,7 @@
 """Export a training run's checkpoint as a converted model directory (what ``predict --model DIR`` loads).
 
 ``export_run(run_dir, out_dir)`` restores one checkpoint of a run written by
-:func:`simplefold.training.loop.train` and writes, with :func:`simplefold.checkpoints.save_converted`::
+:func:`simplefold.training.loop.train` and writes, with :func:`simplefold.weights.checkpoints.save_converted`::
 
     OUT/config.json          the FoldingConfig of the run (compute dtype reset to float32)
     OUT/state/               Orbax state of the FoldingDiT (EMA weights by default)
@@ -20,9 +20,9 @@ import json
 import logging
 import os
 import pathlib
-import shutil
-import tempfile
 from typing import Any
+
+from simplefold.utils.files import publish_directory
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def run_model_config(config) -> Any:
     init_from = config.model.init_from
     if not init_from:
         return preset_cfg
-    from simplefold import checkpoints
+    from simplefold.weights import checkpoints
     from simplefold.model.config import config_from_dict
 
     path = pathlib.Path(init_from).expanduser()
@@ -89,9 +89,9 @@ def run_model_config(config) -> Any:
         cfg = checkpoints.folding_config(preset_cfg.name if preset_cfg.name != "custom" else preset_cfg)
     else:
         if not path.is_dir():
-            from simplefold import weights
+            from simplefold.weights import cache
 
-            path = pathlib.Path(weights.resolve(init_from, offline=True))
+            path = pathlib.Path(cache.resolve(init_from, offline=True))
         cfg = config_from_dict(json.loads((path / "config.json").read_text()))
     return dataclasses.replace(cfg, dtype="float32")
 
@@ -160,39 +160,6 @@ def restore_run_model(run_dir: str | os.PathLike, *, step: int | str | None = No
     return module, info
 
 
-def _atomic_publish(tmp: pathlib.Path, out_dir: pathlib.Path, overwrite: bool) -> None:
-    if out_dir.exists():
-        if not overwrite:
-            raise ExportError(f"{out_dir}: already exists (pass overwrite=True / --overwrite to replace it)")
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.rename(out_dir, old)
-        os.rename(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out_dir)
-
-
-def publish_directory(out_dir: str | os.PathLike, write, *, overwrite: bool = False) -> pathlib.Path:
-    """Run ``write(tmp_dir)`` in a fresh sibling temp directory, then rename it to ``out_dir``.
-
-    Raises:
-      ExportError: ``out_dir`` exists and ``overwrite`` is False (checked before and after writing).
-    """
-    out_dir = pathlib.Path(out_dir).expanduser().absolute()
-    if out_dir.exists() and not overwrite:
-        raise ExportError(f"{out_dir}: already exists (pass overwrite=True / --overwrite to replace it)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the published model should be readable like any output
-    try:
-        write(tmp)
-        _atomic_publish(tmp, out_dir, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
-
-
 def export_run(
     run_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -217,7 +184,7 @@ def export_run(
     Raises:
       ExportError: see :func:`restore_run_model`, or ``out_dir`` exists without ``overwrite``.
     """
-    from simplefold import checkpoints
+    from simplefold.weights import checkpoints
 
     out = pathlib.Path(out_dir).expanduser().absolute()
     if out.exists() and not overwrite:
@@ -234,6 +201,9 @@ def export_run(
         checkpoints.save_converted(module, tmp)
         (tmp / TRAIN_CONFIG_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
 
-    publish_directory(out, write, overwrite=overwrite)
+    try:
+        publish_directory(out, write, overwrite=overwrite)
+    except FileExistsError as exc:  # created by someone else while we wrote
+        raise ExportError(str(exc)) from None
     logger.info("exported step %d (%s weights) of %s to %s", info["step"], info["weights"], run_dir, out)
     return out

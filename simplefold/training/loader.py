@@ -9,7 +9,8 @@ therefore depends on nothing but the seed and the position, so
 * the iterator state is just grain's position (``get_state`` / ``set_state``), saved in checkpoints;
 * a run on 1 host and a run on several hosts see the same global batches.
 
-Per example (official recipe, spec §6): Boltz neighbourhood crop to ``max_tokens`` residues /
+Per example (official recipe: ``configs/data/pdb.yaml``,
+``src/simplefold/boltz_data_pipeline/crop/boltz.py``): Boltz neighbourhood crop to ``max_tokens`` residues /
 ``max_atoms`` atoms (length conditioning keeps the uncropped length), features built by
 :func:`simplefold.features.featurize_chain`, ground truth centred on resolved atoms, randomly
 rotated and shifted by N(0, 1 Å). Multiplicity copies, t and noise are drawn in the train step.
@@ -31,7 +32,7 @@ from simplefold import features as F
 from simplefold import residues
 from simplefold.training import cropping
 from simplefold.training.config import DataSection
-from simplefold.training.dataset import ChainRecord, load_chain, load_records
+from simplefold.io.dataset import ChainRecord, load_chain, load_records
 
 logger = logging.getLogger(__name__)
 
@@ -97,14 +98,12 @@ _ESM_LOCK = threading.Lock()
 
 @functools.lru_cache(maxsize=2)
 def _load_esm(spec: str):
-    from simplefold import esm
+    from simplefold.weights import cache, esm
 
     path = pathlib.Path(spec).expanduser()
     if path.exists():
         return esm.load_official_esm2(path)  # a .pt file or a converted directory
-    from simplefold import weights
-
-    return esm.load_converted_esm2(weights.resolve(spec))
+    return esm.load_converted_esm2(cache.resolve(spec))
 
 
 def load_esm_encoder(spec: str):
@@ -170,7 +169,7 @@ def crop_chain(chain, data: DataSection, rng: np.random.Generator) -> np.ndarray
 
 def subchain(chain, residue_idx: np.ndarray):
     """The chain restricted to the residues ``residue_idx`` (sorted)."""
-    from simplefold.structure import Chain
+    from simplefold.io.structure import Chain
 
     residue_idx = np.asarray(residue_idx, np.int64)
     starts = chain.residue_starts

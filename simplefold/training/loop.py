@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from simplefold.training.config import TrainConfig
+from simplefold.utils.files import append_jsonl, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +80,7 @@ class _MetricsLog:
     def write(self, record: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        append_jsonl(self.path, record)
         if self.tb is not None:
             for k, v in record.items():
                 if k != "step" and isinstance(v, (int, float)):
@@ -93,8 +93,7 @@ class _MetricsLog:
 
 def read_metrics(output_dir: str | pathlib.Path) -> list[dict[str, Any]]:
     """Records of a run's ``metrics.jsonl``."""
-    path = pathlib.Path(output_dir) / METRICS_FILE
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    return read_jsonl(pathlib.Path(output_dir) / METRICS_FILE)
 
 
 def plot_loss_curve(output_dir: str | pathlib.Path) -> pathlib.Path | None:
@@ -137,16 +136,16 @@ def plot_loss_curve(output_dir: str | pathlib.Path) -> pathlib.Path | None:
 
 def _load_init_module(init_from: str, preset_cfg):
     """Module with the weights to fine-tune from: converted dir, official .ckpt, or released name."""
-    from simplefold import checkpoints
+    from simplefold.weights import checkpoints
 
     path = pathlib.Path(init_from).expanduser()
     if path.is_dir():
         return checkpoints.load_converted(path).module
     if path.is_file():
         return checkpoints.load_official_module(path, preset_cfg.name if preset_cfg.name != "custom" else preset_cfg)
-    from simplefold import weights
+    from simplefold.weights import cache
 
-    return checkpoints.load_converted(weights.resolve(init_from)).module
+    return checkpoints.load_converted(cache.resolve(init_from)).module
 
 
 def _validate(graphdef, ema_params, model_state, examples, cfg: TrainConfig, step: int) -> dict[str, float]:
@@ -154,7 +153,8 @@ def _validate(graphdef, ema_params, model_state, examples, cfg: TrainConfig, ste
     import jax
     from flax import nnx
 
-    from simplefold import metrics, sampler
+    from simplefold.evaluation import metrics
+    from simplefold.sampling import sampler
 
     model = nnx.merge(graphdef, ema_params, model_state)
     scores: dict[str, list[float]] = {"lddt": [], "tm_score": [], "rmsd_ca": []}

@@ -1,4 +1,4 @@
-"""Train a pLDDT head on a folding model's own samples (official recipe, spec §2, scaled down).
+"""Train a pLDDT head on a folding model's own samples (official ``configs/experiment/train_plddt.yaml``, scaled down).
 
 Recipe:
 
@@ -40,11 +40,19 @@ from typing import Any
 
 import numpy as np
 
+from simplefold.constants import LDDT_INCLUSION_RADIUS, LDDT_THRESHOLDS, PLDDT_NUM_BINS, TAU_TRAINING
+from simplefold.training.config import (
+    ConfigError,
+    DataSection,
+    SectionedConfig,
+    parse_value,
+    read_config_json,
+    sections_from_dict,
+)
+from simplefold.utils.files import atomic_open, json_safe, publish_directory
+
 logger = logging.getLogger(__name__)
 
-#: Inclusion radius (Å, strict ``<``) and distance-error thresholds (Å) of the pLDDT target.
-PLDDT_CUTOFF = 15.0
-PLDDT_THRESHOLDS = (0.5, 1.0, 2.0, 4.0)
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "train_plddt_config.json"
 #: Cached per-token arrays of a confidence set (besides the per-sample ones).
@@ -64,7 +72,7 @@ class HeadSection:
 
     depth: int = 2
     num_heads: int | None = None
-    num_bins: int = 50
+    num_bins: int = PLDDT_NUM_BINS
     init_seed: int = 0
 
 
@@ -91,7 +99,7 @@ class SamplesSection:
 
     num_samples: int = 2
     num_steps: int = 25
-    tau: float = 0.3
+    tau: float = TAU_TRAINING
     num_partial: int = 2
     #: t0 of a partial trajectory, drawn per chain from this list (higher = closer to the truth).
     partial_start_times: tuple[float, ...] = (0.4, 0.6, 0.8)
@@ -121,19 +129,13 @@ class FitSection:
 
 
 @dataclasses.dataclass(frozen=True)
-class PLDDTTrainConfig:
+class PLDDTTrainConfig(SectionedConfig):
     """A complete ``train-plddt`` run (JSON sections ``head``, ``chains``, ``samples``, ``fit``)."""
 
     head: HeadSection = dataclasses.field(default_factory=HeadSection)
     chains: ChainsSection = dataclasses.field(default_factory=ChainsSection)
     samples: SamplesSection = dataclasses.field(default_factory=SamplesSection)
     fit: FitSection = dataclasses.field(default_factory=FitSection)
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
 def plddt_config_from_dict(data: Mapping[str, Any], where: str = "config") -> PLDDTTrainConfig:
@@ -143,8 +145,6 @@ def plddt_config_from_dict(data: Mapping[str, Any], where: str = "config") -> PL
       simplefold.training.config.ConfigError: unknown section/key or a value of the wrong type.
     """
     # the section parser of the training config gives the same type checks and messages
-    from simplefold.training.config import sections_from_dict
-
     return sections_from_dict(PLDDTTrainConfig, data, where)
 
 
@@ -154,8 +154,6 @@ def load_plddt_config(path: str | os.PathLike | None, overrides: Sequence[str] =
     Raises:
       simplefold.training.config.ConfigError: names the file or the override.
     """
-    from simplefold.training.config import ConfigError, parse_value, read_config_json
-
     data: dict[str, Any] = {} if path is None else read_config_json(path)
     where = "defaults" if path is None else str(path)
     merged = plddt_config_from_dict(data, where).to_dict()
@@ -182,8 +180,8 @@ def token_lddt_targets(
     rep_atom: np.ndarray,
     center_atom: np.ndarray,
     *,
-    cutoff: float = PLDDT_CUTOFF,
-    thresholds: Sequence[float] = PLDDT_THRESHOLDS,
+    cutoff: float = LDDT_INCLUSION_RADIUS,
+    thresholds: Sequence[float] = LDDT_THRESHOLDS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-token lDDT target of the official pLDDT loss (AF3/Boltz ``plddt_loss``).
 
@@ -224,7 +222,7 @@ def token_lddt_targets(
     return np.where(valid, lddt, 0.0).astype(np.float32), valid
 
 
-def lddt_to_bins(lddt: np.ndarray, num_bins: int = 50) -> np.ndarray:
+def lddt_to_bins(lddt: np.ndarray, num_bins: int = PLDDT_NUM_BINS) -> np.ndarray:
     """``min(floor(lddt · num_bins), num_bins − 1)`` as int32 (works on numpy and jax arrays)."""
     import jax.numpy as jnp
 
@@ -271,7 +269,7 @@ class ConfidenceSet:
     ``token_pad_mask``, ``residue_index``/``entity_id``/``asym_id``/``sym_id``. Per sample (K,):
     ``chain`` (index into ``chain_ids``), ``partial`` (1 = started from the noised truth),
     ``start_time`` (t0; 0 for samples from noise), ``allatom_lddt`` (global all-atom lDDT of the
-    sample, :func:`simplefold.metrics.lddt`).
+    sample, :func:`simplefold.evaluation.metrics.lddt`).
     """
 
     arrays: dict[str, np.ndarray]
@@ -287,11 +285,9 @@ class ConfidenceSet:
     def save(self, path: str | os.PathLike) -> pathlib.Path:
         """Write an ``.npz`` (atomically)."""
         path = pathlib.Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
         meta = json.dumps({"chain_ids": self.chain_ids, "fingerprint": self.fingerprint})
-        np.savez(tmp, _meta=np.asarray(meta), **self.arrays)
-        os.replace(tmp, path)
+        with atomic_open(path, "wb") as fh:
+            np.savez(fh, _meta=np.asarray(meta), **self.arrays)
         return path
 
     @classmethod
@@ -325,7 +321,7 @@ class ConfidenceSet:
 
 
 def _select_records(data_dir, split: str, max_chains: int | None, min_length: int, seed: int):
-    from simplefold.training.dataset import load_records
+    from simplefold.io.dataset import load_records
 
     records = load_records(data_dir, split, min_length=min_length)
     if max_chains is not None and len(records) > max_chains:
@@ -350,8 +346,7 @@ def _fill_unresolved(coords: np.ndarray, resolved: np.ndarray, atom_residue: np.
 
 def _crop_features(data_dir, record, chains: ChainsSection, rng: np.random.Generator) -> dict[str, np.ndarray]:
     from simplefold.training import loader
-    from simplefold.training.config import DataSection
-    from simplefold.training.dataset import load_chain
+    from simplefold.io.dataset import load_chain
 
     chain = load_chain(data_dir, record)
     crop = DataSection(max_tokens=chains.max_tokens, max_atoms=chains.max_atoms)
@@ -363,8 +358,9 @@ def _chain_examples(network, feats: dict[str, np.ndarray], cfg: PLDDTTrainConfig
     import jax
     import jax.numpy as jnp
 
-    from simplefold import flow, metrics, sampler
     from simplefold import features as F
+    from simplefold.evaluation import metrics
+    from simplefold.sampling import flow, sampler
     from simplefold.training import loader
 
     s = cfg.samples
@@ -585,7 +581,7 @@ def predict_plddt(head, data: ConfidenceSet, batch_size: int = 16) -> tuple[np.n
     return _predict(predict, params, data, batch_size)
 
 
-def marginal_loss(train: ConfidenceSet, data: ConfidenceSet, num_bins: int = 50) -> float:
+def marginal_loss(train: ConfidenceSet, data: ConfidenceSet, num_bins: int = PLDDT_NUM_BINS) -> float:
     """Loss of the best input-independent predictor: the training set's bin histogram (a baseline)."""
     counts = np.bincount(lddt_to_bins(train["target"][train["mask"] > 0], num_bins), minlength=num_bins) + 1.0
     logp = np.log(counts / counts.sum())
@@ -755,17 +751,6 @@ def _cached_set(network, data_dir, split, cfg, max_chains, cache_dir, esm_encode
     return data
 
 
-def json_safe(x: Any) -> Any:
-    """NaN/inf -> None (strict JSON), recursively."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, Mapping):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    return x
-
-
 def train_plddt(
     model: Any,
     data_dir: str | os.PathLike,
@@ -780,7 +765,7 @@ def train_plddt(
 
     Args:
       model: folding model: a converted directory, "demo", a released name, or a loaded
-        :class:`simplefold.model_loading.LoadedModel` (see ``load_model``).
+        :class:`simplefold.predict.loading.LoadedModel` (see ``load_model``).
       data_dir: prepared dataset with ``cfg.chains.train_split`` / ``val_split`` records.
       out_dir: directory to create: the head (``save_converted``: ``config.json`` + ``state/``),
         ``metrics.json`` and ``train_plddt_config.json``. Copy it to ``<model_dir>/plddt/`` to
@@ -798,9 +783,9 @@ def train_plddt(
       simplefold.training.export.ExportError: ``out_dir`` exists without ``overwrite``.
       ValueError / FileNotFoundError: bad data directory or model.
     """
-    from simplefold import checkpoints
-    from simplefold.model_loading import load_model
-    from simplefold.training.export import ExportError, publish_directory
+    from simplefold.weights import checkpoints
+    from simplefold.predict.loading import load_model
+    from simplefold.training.export import ExportError
 
     out = pathlib.Path(out_dir).expanduser().absolute()
     if out.exists() and not overwrite:

@@ -4,7 +4,8 @@
 ``fold_in(state["rng"], s)``, drawn with the *global* batch shape, so the result does not depend on
 how the batch is sharded over devices or on where a run was resumed.
 
-Per protein p of the batch and copy r of ``multiplicity`` (official processor, spec §4):
+Per protein p of the batch and copy r of ``multiplicity`` (official ``ProteinDataProcessor`` and
+``flow_matching_train_step``, ``src/simplefold/processor/protein_processor.py`` and ``model/simplefold.py``):
 x1 = centre + random rotation + N(0, 1) shift (model units) of the ground truth, t from
 :func:`flow.sample_time`, x0 ~ N(0, I), x_t = t·x1 + (1−t)·x0; the network sees one feature set per
 protein (vmapped over proteins, broadcast over copies).
@@ -21,7 +22,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from simplefold import flow, losses
+from simplefold.sampling import flow
+from simplefold.training import losses
 from simplefold.training.config import LossSection, OptimSection
 from simplefold.training.state import TrainState
 

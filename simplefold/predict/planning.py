@@ -1,0 +1,338 @@
+"""Memory and time estimates and the per-target run plan (bucket, chunk size): ``--dry-run``.
+
+Nothing here loads weights: a plan needs only the model's ``FoldingConfig``
+(:func:`simplefold.predict.loading.model_config`). Memory is in bytes (GB = 1e9 bytes) per device,
+time in seconds; both are rough and err on the high side.
+
+Each target is padded to a residue bucket (:func:`simplefold.features.bucket_size`) and an atom
+bucket (:func:`simplefold.features.atom_bucket_size`). Its ``S`` samples run in chunks of
+``chunk`` samples, the largest that fits the memory budget (:func:`estimate_memory`) and
+``batch_size``, rounded up to a multiple of the device count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from simplefold import features as F
+from simplefold.model.config import ATTENTION_KEY_BLOCK
+from simplefold.predict.loading import DEFAULT_MODEL, model_config, plddt_head_config, plddt_latent_config
+from simplefold.predict.options import FoldOptions
+from simplefold.predict.targets import Target, TargetError, as_targets, check_target
+
+#: Fraction of a device's reported memory used as the default budget (XLA needs headroom).
+DEVICE_MEMORY_FRACTION = 0.85
+#: Default budget on CPU: this fraction of physical RAM.
+HOST_MEMORY_FRACTION = 0.5
+#: Safety factor on the activation estimate (XLA temporaries, fusion buffers, fragmentation).
+_ACTIVATION_SAFETY = 2.0
+
+
+@functools.lru_cache(maxsize=None)
+def count_parameters(cfg) -> int:
+    """Parameters of the network a config builds (``FoldingConfig``, ``PLDDTConfig`` or ``ESM2Config``).
+
+    Counted on the abstract module (``nnx.eval_shape``: shapes only, nothing is allocated), so the
+    count is exact for any config; buffers such as the Fourier frequency table are not parameters.
+    """
+    import jax
+    from flax import nnx
+
+    from simplefold.model import FoldingConfig, FoldingDiT, PLDDTConfig, PLDDTHead
+    from simplefold.model.esm2 import ESM2, ESM2Config
+
+    module = {FoldingConfig: FoldingDiT, PLDDTConfig: PLDDTHead, ESM2Config: ESM2}[type(cfg)]
+    abstract = nnx.eval_shape(lambda: module(cfg, rngs=nnx.Rngs(0)))
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+
+
+def esm_config(cfg):
+    """The released ESM2 whose representations an ESM-conditioned ``cfg`` reads (matched on
+    ``esm_num_layers`` and ``esm_dim``: ESM2-3B for every released model), or None."""
+    if cfg.condition != "esm":
+        return None
+    from simplefold.model.esm2 import ESM2_CONFIGS
+
+    for esm in ESM2_CONFIGS.values():
+        if (esm.num_representations, esm.embed_dim) == (cfg.esm_num_layers, cfg.esm_dim):
+            return esm
+    return None
+
+
+def _feature_bytes(num_tokens: int, num_atoms: int, esm_layers: int, esm_dim: int) -> int:
+    sizes = {"N": num_atoms, "M": num_tokens, "E": esm_layers, "C": esm_dim}
+    total = 0
+    for name, spec in F.FEATURE_SCHEMA.items():
+        if name in F.OPTIONAL_FEATURES and name != "esm_s":
+            continue
+        if name == "esm_s" and not esm_layers:
+            continue
+        n = 1
+        for s in spec.shape:
+            n *= sizes.get(s, s) if isinstance(s, str) else s
+        # int64 features become int32 on the device (x64 off); count the host copy too
+        total += n * np.dtype(spec.dtype).itemsize * 2
+    return total
+
+
+def _activation_bytes_per_sample(cfg, num_tokens: int, num_atoms: int) -> int:
+    """Peak live activations of one network call for one sample (float32, no gradients)."""
+    d, da = cfg.hidden_size, cfg.atom_hidden_size
+    m, n = num_tokens, num_atoms
+    # + attention logits/probabilities and the per-key-block partial value products
+    trunk = m * (10 * d + 3 * cfg.trunk_mlp_hidden) + cfg.num_heads * m * m * 2 + m * d * -(-m // ATTENTION_KEY_BLOCK)
+    atom = n * (10 * da + 3 * cfg.atom_mlp_hidden + cfg.atom_num_heads * cfg.n_keys * 2)
+    atom_in = n * (cfg.atom_feat_dim + 2 * cfg.fourier_dim + 4 * d)
+    return int(4 * (trunk + atom + atom_in + n * m))  # + float copy of atom_to_token
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes needed to fold one target with ``batch`` samples per call (per device)."""
+
+    params: int
+    features: int
+    per_sample: int
+    batch: int
+
+    @property
+    def total(self) -> int:
+        return self.params + self.features + self.batch * self.per_sample
+
+    def max_batch(self, budget: int) -> int:
+        """Largest batch fitting ``budget`` bytes (0 if not even one sample fits)."""
+        free = budget - self.params - self.features
+        return max(0, int(free // self.per_sample)) if self.per_sample else 1 << 30
+
+
+def estimate_memory(
+    cfg, num_tokens: int, num_atoms: int, batch: int = 1, *, plddt: bool = False, plddt_latent_cfg=None,
+    plddt_head_cfg=None,
+) -> MemoryEstimate:
+    """Estimated device memory of sampling (and pLDDT) for one target.
+
+    Args:
+      cfg: the ``FoldingConfig``.
+      num_tokens, num_atoms: padded sizes (bucket M and N).
+      batch: samples per call.
+      plddt: include the pLDDT head ``plddt_head_cfg`` (when given) and the latent network
+        ``plddt_latent_cfg`` (when given and different from ``cfg``; the 1.6B for released models).
+
+    The estimate counts float32 weights (:func:`count_parameters` of every network involved,
+    the ESM2 encoder of an ESM-conditioned model included), the batch-1 features, and per sample
+    twice the live activations of one network call; it errs on the high side.
+    """
+    params = count_parameters(cfg)
+    esm_layers, esm_dim = (cfg.esm_num_layers, cfg.esm_dim) if cfg.condition == "esm" else (0, 0)
+    esm = esm_config(cfg)
+    if esm is not None:
+        params += count_parameters(esm)
+    per_sample = _ACTIVATION_SAFETY * _activation_bytes_per_sample(cfg, num_tokens, num_atoms)
+    if plddt:
+        if plddt_head_cfg is not None:
+            params += count_parameters(plddt_head_cfg)
+        if plddt_latent_cfg is not None and plddt_latent_cfg != cfg:
+            params += count_parameters(plddt_latent_cfg)
+            per_sample = max(per_sample, _ACTIVATION_SAFETY * _activation_bytes_per_sample(plddt_latent_cfg, num_tokens, num_atoms))
+    per_sample += 4 * num_atoms * 3 * 6  # sampler state, noise, velocity
+    return MemoryEstimate(
+        params=4 * params,
+        features=_feature_bytes(num_tokens, num_atoms, esm_layers, esm_dim),
+        per_sample=int(per_sample),
+        batch=batch,
+    )
+
+
+def forward_flops(cfg, num_tokens: int, num_atoms: int) -> float:
+    """Approximate FLOPs of one network call for one sample (matmuls and attention only)."""
+    d, da, m, n = cfg.hidden_size, cfg.atom_hidden_size, num_tokens, num_atoms
+    trunk = cfg.depth * (2 * m * (4 * d * d + 3 * d * cfg.trunk_mlp_hidden) + 4 * m * m * d)
+    atom = (cfg.atom_encoder_depth + cfg.atom_decoder_depth) * (
+        2 * n * (4 * da * da + 3 * da * cfg.atom_mlp_hidden) + 4 * n * cfg.n_keys * da
+    )
+    proj = 2 * n * d * (cfg.atom_feat_dim + cfg.fourier_dim + 2 * d + d + 2 * da) + 2 * m * d * (cfg.esm_dim + 2 * d)
+    return float(trunk + atom + proj + 4 * n * m * d)
+
+
+#: Rough sustained float32 throughput (FLOP/s) by device kind, for time estimates only.
+_THROUGHPUT = (
+    ("h200", 120e12), ("h100", 100e12), ("a100", 50e12), ("l40", 40e12), ("a6000", 25e12), ("v100", 12e12),
+    ("a10", 15e12), ("t4", 4e12), ("tpu", 80e12), ("gpu", 20e12), ("cpu", 0.15e12),
+)
+
+
+def device_throughput(kind: str) -> float:
+    """Guess of sustained FLOP/s for a ``jax.Device.device_kind`` / platform string."""
+    k = kind.lower()
+    for key, value in _THROUGHPUT:
+        if key in k:
+            return value
+    return _THROUGHPUT[-1][1]
+
+
+def default_memory_budget(devices: Sequence[Any] | None = None) -> int:
+    """Default per-device budget in bytes: :data:`DEVICE_MEMORY_FRACTION` of an accelerator's memory,
+    :data:`HOST_MEMORY_FRACTION` of the RAM on CPU."""
+    import jax
+
+    dev = (devices or jax.local_devices())[0]
+    stats = None
+    try:
+        stats = dev.memory_stats()
+    except Exception:  # noqa: BLE001 - not all backends implement it
+        stats = None
+    if dev.platform != "cpu" and stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"] * DEVICE_MEMORY_FRACTION)
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 16 * 10**9
+    return int(ram * HOST_MEMORY_FRACTION)
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetPlan:
+    """How one target will run (also the ``--dry-run`` table row)."""
+
+    name: str
+    length: int
+    num_atoms: int
+    bucket_tokens: int
+    bucket_atoms: int
+    num_samples: int
+    chunk: int  # samples per call over all devices (0: does not fit)
+    memory_bytes: int  # estimate per device for one chunk
+    seconds: float  # estimated sampling (+ pLDDT) time
+    error: str | None = None
+
+    @property
+    def num_chunks(self) -> int:
+        return math.ceil(self.num_samples / self.chunk) if self.chunk else 0
+
+
+def _sizes(target: Target) -> tuple[int, int]:
+    """(residues, official atom slots) of a single-chain target without building features."""
+    from simplefold import residues
+
+    templates = residues.residue_templates()
+    atoms = sum(templates.get(r, templates["UNK"]).num_atoms for r in F.sequence_to_res_names(target.sequence))
+    return len(target.sequence), -(-atoms // F.ATOM_WINDOW) * F.ATOM_WINDOW
+
+
+def plan_target(
+    target: Target,
+    cfg,
+    options: FoldOptions,
+    *,
+    num_devices: int = 1,
+    budget: int | None = None,
+    device_kind: str = "cpu",
+    plddt_latent_cfg=None,
+    plddt_head_cfg=None,
+) -> TargetPlan:
+    """Bucket, chunk size and estimates for one target (no weights needed).
+
+    ``chunk`` is the number of samples per call over all devices: the per-device batch allowed by
+    the memory budget (and ``options.batch_size``), times ``num_devices``, at most
+    ``num_samples`` rounded up to a multiple of ``num_devices``.
+    """
+    try:
+        check_target(target)
+    except TargetError as exc:
+        return TargetPlan(target.name, len(target.sequence), 0, 0, 0, options.num_samples, 0, 0, 0.0, str(exc))
+    m, n = _sizes(target)
+    mb = F.bucket_size(m, options.token_buckets)
+    nb = F.atom_bucket_size(n, mb)
+    samples = options.num_samples
+    if cfg is None:  # an opaque callable: no estimate, one chunk
+        chunk = min(samples, options.batch_size or samples)
+        chunk = -(-chunk // num_devices) * num_devices
+        return TargetPlan(target.name, m, n, mb, nb, samples, chunk, 0, float("nan"))
+    plddt = options.plddt
+    est = estimate_memory(cfg, mb, nb, 1, plddt=plddt, plddt_latent_cfg=plddt_latent_cfg, plddt_head_cfg=plddt_head_cfg)
+    per_dev = est.max_batch(budget) if budget is not None else samples
+    if options.batch_size is not None:
+        per_dev = min(per_dev, -(-options.batch_size // num_devices))
+    per_dev = min(per_dev, -(-samples // num_devices))
+    chunk = per_dev * num_devices
+    flops = forward_flops(cfg, mb, nb) * options.sampler_config().num_steps * samples
+    if plddt:
+        flops += forward_flops(plddt_latent_cfg or cfg, mb, nb) * samples
+    seconds = flops / (device_throughput(device_kind) * num_devices)
+    mem = dataclasses.replace(est, batch=max(per_dev, 1)).total
+    error = None
+    if chunk == 0:
+        error = (
+            f"{target.name}: {m} residues need about {est.total / 1e9:.1f} GB for one sample, above the memory "
+            f"budget of {budget / 1e9:.1f} GB per device (raise --max-memory-gb or use a larger device)"
+        )
+    return TargetPlan(target.name, m, n, mb, nb, samples, chunk, mem, seconds, error)
+
+
+def plan(
+    sequences: Any,
+    model: Any = DEFAULT_MODEL,
+    options: FoldOptions | None = None,
+    *,
+    devices: Sequence[Any] | None = None,
+) -> list[TargetPlan]:
+    """Per-target plans (bucket, chunking, memory, time) without loading any weights.
+
+    ``model`` as in :func:`simplefold.predict.loading.load_model`; only its configuration is read.
+    """
+    import jax
+
+    options = options or FoldOptions()
+    devices = list(devices or jax.local_devices())
+    cfg = model_config(model)
+    budget = int(options.max_memory_gb * 1e9) if options.max_memory_gb else default_memory_budget(devices)
+    latent_cfg = plddt_latent_config(model, cfg) if options.plddt else None
+    head_cfg = plddt_head_config(model, cfg) if options.plddt else None
+    kind = getattr(devices[0], "device_kind", devices[0].platform) if devices[0].platform != "cpu" else "cpu"
+    return [
+        plan_target(t, cfg, options, num_devices=len(devices), budget=budget, device_kind=kind,
+                    plddt_latent_cfg=latent_cfg, plddt_head_cfg=head_cfg)
+        for t in as_targets(sequences)
+    ]
+
+
+def format_plan(plans: Sequence[TargetPlan]) -> str:
+    """The ``--dry-run`` table (plain text, one row per target and a total)."""
+    head = f"{'target':<24} {'len':>5} {'atoms':>6} {'bucket':>11} {'samples':>7} {'chunk':>5} {'calls':>5} {'mem GB':>7} {'time':>9}  note"
+    rows = [head, "-" * len(head)]
+    total_t = 0.0
+    for p in plans:
+        t = "-" if not math.isfinite(p.seconds) else _fmt_seconds(p.seconds)
+        if math.isfinite(p.seconds) and not p.error:
+            total_t += p.seconds
+        bucket = f"{p.bucket_tokens}/{p.bucket_atoms}" if p.bucket_tokens else "-"
+        note = "FAILS: " + p.error.split(": ", 1)[-1] if p.error else ""
+        rows.append(
+            f"{p.name[:24]:<24} {p.length:>5} {p.num_atoms:>6} {bucket:>11} {p.num_samples:>7} {p.chunk:>5} "
+            f"{p.num_chunks:>5} {p.memory_bytes / 1e9:>7.2f} {t:>9}  {note}"
+        )
+    n_bad = sum(1 for p in plans if p.error)
+    rows.append("-" * len(head))
+    rows.append(f"{len(plans)} targets, {n_bad} would fail; estimated total time {_fmt_seconds(total_t)} "
+                "(rough: excludes compilation and ESM)")
+    return "\n".join(rows)
+
+
+def _fmt_seconds(s: float) -> str:
+    if s < 120:
+        return f"{s:.1f}s"
+    if s < 7200:
+        return f"{s / 60:.1f}min"
+    return f"{s / 3600:.1f}h"
+
+
+def bucket_key(target: Target, options: FoldOptions) -> int:
+    """The residue bucket of a target (targets are processed bucket by bucket, shortest first)."""
+    return F.bucket_size(max(len(target.sequence), 1), options.token_buckets)

@@ -1,0 +1,1 @@
+"""Small helpers with no SimpleFold knowledge in them (files, hashing, JSON)."""

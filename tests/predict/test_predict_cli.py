@@ -1,0 +1,259 @@
+"""``simplefold predict`` end to end with conftest's tiny random model saved as converted weights.
+
+Checks the output layout, PDB/mmCIF files re-read by biotite and gemmi (sequence, OXT, B-factors =
+pLDDT), manifests with a bad record, resume after deleting a summary and after SIGKILL, sharding
+with --merge-manifests, and --dry-run. Steps are kept at 20.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from simplefold.cli import main
+
+SEQS = {
+    "alpha": "MKTAYIAKQRQISFVKSHFSRQ",  # 22 aa, bucket 32
+    "beta": "GSHMLEDPVNNEWQY",  # 15 aa, bucket 32
+}
+# 20 steps: fewer blow the coordinates beyond what PDB columns hold (first Euler step has w ~ 99)
+STEPS = "20"
+
+
+def _fasta(path: Path, records: dict[str, str], extra: str = "") -> Path:
+    path.write_text("".join(f">{k} test record\n{v}\n" for k, v in records.items()) + extra)
+    return path
+
+
+def _manifest(out: Path, name: str = "manifest.jsonl") -> dict[str, dict]:
+    lines = [json.loads(x) for x in (out / name).read_text().splitlines() if x.strip()]
+    return {e["target"]: e for e in lines}  # last line per target wins
+
+
+def _mtimes(d: Path) -> dict[str, int]:
+    return {str(p.relative_to(d)): p.stat().st_mtime_ns for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def _check_pdb_and_cif(path: Path, sequence: str, plddt: list[float]) -> None:
+    """Re-read with biotite and gemmi: sequence, OXT on the last residue, B-factor = pLDDT per residue."""
+    import biotite.structure as struc
+    import gemmi
+    from biotite.structure.io import pdb as bpdb
+    from biotite.structure.io import pdbx
+
+    from simplefold.residues import THREE_TO_ONE
+
+    if path.suffix == ".pdb":
+        atoms = bpdb.PDBFile.read(str(path)).get_structure(model=1, extra_fields=["b_factor"])
+    else:
+        atoms = pdbx.get_structure(pdbx.CIFFile.read(str(path)), model=1, extra_fields=["b_factor"])
+    res_ids, res_names = struc.get_residues(atoms)
+    assert "".join(THREE_TO_ONE[r] for r in res_names) == sequence
+    last = atoms[atoms.res_id == res_ids[-1]]
+    assert "OXT" in set(last.atom_name)
+    expected = np.asarray(plddt)[atoms.res_id - 1]
+    np.testing.assert_allclose(atoms.b_factor, expected, atol=0.011)
+
+    st = gemmi.read_structure(str(path))
+    chain = st[0][0]
+    assert gemmi.one_letter_code([r.name for r in chain]) == sequence
+    assert any(a.name == "OXT" for a in chain[len(chain) - 1])
+    for i, res in enumerate(chain):
+        for a in res:
+            assert abs(a.b_iso - plddt[i]) < 0.011
+
+
+def test_predict_end_to_end_pdb_cif_bad_record_and_resume(tiny_model_dir, tmp_path, capsys):
+    fasta = _fasta(tmp_path / "in.fasta", SEQS, extra=">broken\nMKT1AY\n")
+    out = tmp_path / "out"
+    args = ["predict", str(fasta), "-o", str(out), "--model", str(tiny_model_dir), "--steps", STEPS,
+            "--num-samples", "2", "--seed", "5", "--no-progress"]
+    assert main(args) == 1  # the bad record makes the run fail, after the others are done
+
+    man = _manifest(out)
+    assert man["alpha"]["status"] == "ok" and man["beta"]["status"] == "ok"
+    assert man["broken"]["status"] == "failed" and "digit" in man["broken"]["reason"]
+    assert f"{fasta}:6" in man["broken"]["reason"]  # the bad line, after 2 records of 2 lines
+    assert not (out / "broken").exists()
+
+    for name, seq in SEQS.items():
+        d = out / name
+        assert sorted(p.name for p in d.iterdir()) == sorted(
+            [f"{name}_sample_0.pdb", f"{name}_sample_1.pdb", f"{name}_ensemble.pdb", f"{name}_plddt.png",
+             "summary.json"]
+        )
+        summary = json.loads((d / "summary.json").read_text())
+        assert summary["sequence"] == seq and summary["seed"] == 5 and summary["num_samples"] == 2
+        assert summary["sampler"]["num_steps"] == int(STEPS) and summary["sampler"]["tau"] == pytest.approx(0.1)
+        assert summary["model"]["config"]["name"] == "tiny" and summary["model"]["config"]["condition"] == "embedding"
+        assert summary["plddt"] is True and "plddt" in summary["model"]["plddt"]
+        assert sorted(s["rank"] for s in summary["samples"]) == [1, 2]
+        assert {"sampling", "plddt", "total", "write"} <= set(summary["timings"])
+        for s in summary["samples"]:
+            assert s["mean_plddt"] == pytest.approx(np.mean(s["plddt"]), abs=0.01)
+            _check_pdb_and_cif(d / s["file"], seq, s["plddt"])
+        assert (d / f"{name}_plddt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # ensemble: 2 models
+        import gemmi
+
+        assert len(gemmi.read_structure(str(d / f"{name}_ensemble.pdb"))) == 2
+
+    # resume: delete one summary -> only that target is folded again; the other is untouched
+    before = _mtimes(out / "alpha")
+    beta_sample = (out / "beta" / "beta_sample_0.pdb").read_bytes()
+    (out / "beta" / "summary.json").unlink()
+    assert main(args) == 1
+    assert _mtimes(out / "alpha") == before
+    assert (out / "beta" / "summary.json").is_file()
+    assert (out / "beta" / "beta_sample_0.pdb").read_bytes() == beta_sample  # same seed, same structure
+    man = _manifest(out)
+    assert man["alpha"]["status"] == "skipped" and man["beta"]["status"] == "ok"
+
+    seed5_summary = json.loads((out / "beta" / "summary.json").read_text())
+    # changed settings are not "complete": another seed refolds
+    assert main([*args[:-2], "7", "--no-progress"]) == 1
+    assert _mtimes(out / "alpha") != before
+
+    # mmCIF output of the same run
+    out_cif = tmp_path / "out_cif"
+    good = _fasta(tmp_path / "good.fasta", {"beta": SEQS["beta"]})
+    rc = main(["predict", str(good), "-o", str(out_cif), "--model", str(tiny_model_dir), "--steps", STEPS,
+               "--num-samples", "2", "--seed", "5", "--format", "cif", "--no-progress"])
+    assert rc == 0
+    summary = json.loads((out_cif / "beta" / "summary.json").read_text())
+    for s in summary["samples"]:
+        assert s["file"].endswith(".cif")
+        _check_pdb_and_cif(out_cif / "beta" / s["file"], SEQS["beta"], s["plddt"])
+    # same seed and target name -> same pLDDT in both formats
+    assert summary["samples"][0]["plddt"] == seed5_summary["samples"][0]["plddt"]
+
+
+def test_predict_resumes_after_sigkill(tiny_model_dir, tmp_path):
+    recs = {f"t{i}": SEQS["alpha"][: 12 + i] for i in range(4)}  # bucket 32 ...
+    recs["long"] = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVG"  # ... and a 41-residue target (bucket 48)
+    fasta = _fasta(tmp_path / "in.fasta", recs)
+    out = tmp_path / "out"
+    # an explicit seed: the resumed run must fold the remaining targets exactly as the killed one would have
+    cmd = [sys.executable, "-m", "simplefold", "predict", str(fasta), "-o", str(out), "--model", str(tiny_model_dir),
+           "--steps", STEPS, "--seed", "5", "--no-plddt", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "t0" / "summary.json").exists():
+            break
+        time.sleep(0.02)
+    killed = proc.poll() is None
+    if killed:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert (out / "t0" / "summary.json").exists(), proc.stderr.read().decode()[-2000:]
+    done = [n for n in recs if (out / n / "summary.json").exists()]
+    # killed within ~20 ms of the first summary: later targets (the 'long' one needs another
+    # compilation for its bucket) are still pending
+    assert killed and "long" not in done and len(done) < len(recs)
+    before = {n: _mtimes(out / n) for n in done}
+    for n in recs:  # no half-written file left behind by the kill
+        for p in (out / n).glob(".*.tmp") if (out / n).exists() else ():
+            pytest.fail(f"temporary file left: {p}")
+
+    assert main(cmd[3:]) == 0
+    for n in done:
+        assert _mtimes(out / n) == before[n], f"{n} was folded again"
+    for n in recs:
+        assert (out / n / "summary.json").is_file()
+        assert json.loads((out / n / "summary.json").read_text())["plddt"] is False
+    man = _manifest(out)
+    assert all(man[n]["status"] == ("skipped" if n in done else "ok") for n in recs)
+
+
+def test_predict_shards_and_merge(tiny_model_dir, tmp_path, capsys):
+    fasta = _fasta(tmp_path / "in.fasta", {**SEQS, "gamma": "MKTAYIAKQRQIS"}, extra=">empty\n")
+    out = tmp_path / "out"
+    base = ["predict", str(fasta), "-o", str(out), "--model", str(tiny_model_dir), "--steps", STEPS, "--no-plddt",
+            "--no-progress"]
+    rc1 = main([*base, "--shard", "1/2"])
+    s1 = _manifest(out, "manifest.shard-1-of-2.jsonl")
+    assert not (out / "manifest.jsonl").exists()
+    # merge before shard 2 ran: the other targets are missing
+    capsys.readouterr()
+    assert main(["predict", str(fasta), "-o", str(out), "--merge-manifests"]) == 1
+    assert "MISSING" in capsys.readouterr().out
+    rc2 = main([*base, "--shard", "2/2"])
+    s2 = _manifest(out, "manifest.shard-2-of-2.jsonl")
+    assert set(s1).isdisjoint(s2) and set(s1) | set(s2) == {"alpha", "beta", "gamma", "empty"}
+    assert len(s1) == len(s2) == 2
+    assert (rc1, rc2).count(1) == 1  # the shard holding 'empty' fails
+    assert main(["predict", "--merge-manifests", str(out)]) == 1
+    report = capsys.readouterr().out
+    assert "3 ok, 1 failed" in report and "empty" in report
+    merged = _manifest(out)
+    assert merged["empty"]["status"] == "failed" and "empty" in merged["empty"]["reason"]
+
+
+def test_predict_dry_run_and_usage_errors(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    from simplefold.weights import checkpoints
+
+    def boom(*a, **k):
+        raise AssertionError("dry run loaded weights")
+
+    monkeypatch.setattr(checkpoints, "load_converted", boom)
+    fasta = _fasta(tmp_path / "in.fasta", SEQS, extra=">empty\n")
+    assert main(["predict", str(fasta), "--model", str(tiny_model_dir), "--dry-run", "--num-samples", "8",
+                 "--max-memory-gb", "4"]) == 0
+    table = capsys.readouterr().out
+    assert "alpha" in table and "beta" in table and "32/256" in table and "FAILS" in table
+    assert not (tmp_path / "out").exists()
+    # a bare sequence works as INPUT; released names need no weights for a dry run
+    assert main(["predict", "MKTAYIAKQR", "--model", "simplefold_100M", "--dry-run"]) == 0
+    assert "sequence" in capsys.readouterr().out
+    assert main(["predict", str(fasta), "--model", "no_such_model", "--dry-run"]) == 2
+    assert main(["predict", str(fasta)]) == 2  # no -o
+    assert main(["predict", str(fasta), "-o", str(tmp_path / "o"), "--shard", "3/2"]) == 2
+    assert main(["predict", str(tmp_path / "missing.fasta"), "-o", str(tmp_path / "o")]) == 2
+
+
+def test_predict_config_file_below_the_command_line(tmp_path, capsys):
+    import shutil
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"_doc": "x", "num_samples": 7, "tau": 0.6, "model": "simplefold_100M"}))
+    fasta = _fasta(tmp_path / "in.fasta", SEQS)
+    assert main(["predict", str(fasta), "--dry-run", "--config", str(cfg), "--num-samples", "3"]) == 0
+    table = capsys.readouterr().out
+    rows = [ln.split() for ln in table.splitlines() if ln.startswith("alpha")]
+    assert rows and rows[0][4] == "3"  # the command line wins over the file
+    shutil.copy(REPO / "inference" / "ensemble.json", tmp_path / "e.json")
+    assert main(["predict", str(fasta), "--dry-run", "--config", str(tmp_path / "e.json")]) == 0
+    rows = [ln.split() for ln in capsys.readouterr().out.splitlines() if ln.startswith("alpha")]
+    assert rows[0][4] == "50"
+    cfg.write_text(json.dumps({"num_sampels": 7}))
+    assert main(["predict", str(fasta), "--dry-run", "--config", str(cfg)]) == 2
+
+
+def test_predict_option_precedence_command_line_then_file_then_defaults(tmp_path):
+    """An option given on the command line wins even when it equals its default (``--seed 42``);
+    the file fills what the command line left out; the defaults fill the rest."""
+    from simplefold.cli import build_parser
+    from simplefold.cli.predict import option_defaults, resolve_options
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"seed": 7, "num_samples": 5, "format": "cif", "output": "from_file"}))
+    defaults = option_defaults()
+    args = build_parser().parse_args(["predict", "MKTAYIAKQR", "--seed", str(defaults["seed"]), "--num-samples",
+                                      str(defaults["num_samples"]), "--config", str(cfg)])
+    resolve_options(args)
+    assert args.seed == defaults["seed"] and args.num_samples == defaults["num_samples"]  # command line
+    assert args.format == "cif" and args.output == Path("from_file")  # file
+    assert args.model == defaults["model"] and args.plddt is True and args.dry_run is False  # defaults
+    args = build_parser().parse_args(["predict", "MKTAYIAKQR", "--config", str(cfg), "--no-plddt"])
+    resolve_options(args)
+    assert args.seed == 7 and args.num_samples == 5 and args.plddt is False

@@ -1,0 +1,137 @@
+"""Tests of simplefold.training.losses: masked MSE, smooth lDDT (both weightings), the full flow-matching loss."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from simplefold.sampling import flow
+from simplefold.training import losses
+
+SIGMOID_MAX = sum(1 / (1 + math.exp(-c)) for c in (0.5, 1.0, 2.0, 4.0)) / 4  # ε of a perfect pair
+
+
+def _rand(seed, shape, scale=1.0):
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32) * scale
+
+
+def _chain(seed, b, n):
+    """Random-walk 'protein' in model units (3.8 Å steps), centred."""
+    steps = _rand(seed, (b, n, 3))
+    steps = steps / np.linalg.norm(steps, axis=-1, keepdims=True) * (3.8 / 16)
+    x = np.cumsum(steps, axis=1)
+    return (x - x.mean(1, keepdims=True)).astype(np.float32)
+
+
+def _rot(seed):
+    q = np.random.default_rng(seed).normal(size=4)
+    return np.asarray(flow.quaternion_to_matrix(jnp.asarray(q, jnp.float32)))
+
+
+def test_masked_mse_formula():
+    pred, target = _rand(0, (2, 5, 3)), _rand(1, (2, 5, 3))
+    mask = np.array([[1, 1, 0, 1, 0], [1, 1, 1, 1, 1]], np.float32)
+    sq = (pred - target) ** 2 * mask[..., None]
+    expected = np.mean(sq.sum(1) / mask.sum(1)[:, None])
+    assert float(losses.masked_mse(pred, target, mask)) == pytest.approx(expected, rel=1e-6)
+    pred2 = pred.copy()
+    pred2[0, 2] += 10.0  # unresolved atom
+    assert float(losses.masked_mse(pred2, target, mask)) == pytest.approx(expected, rel=1e-6)
+    assert float(losses.masked_mse(target, target, mask)) == 0.0
+
+
+def test_smooth_lddt_hand_computed():
+    true = np.array([[[0, 0, 0], [3, 0, 0], [0, 4, 0], [30, 0, 0]]], np.float32)
+    pred = np.array([[[0, 0, 0], [3.5, 0, 0], [0, 4, 0], [31, 0, 0]]], np.float32)
+    mask = np.ones((1, 4), np.float32)
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    eps = lambda dd: np.mean([sig(c - dd) for c in (0.5, 1, 2, 4)])  # noqa: E731
+    # pairs within 15 Å: (0,1), (0,2), (1,2), both directions; atom 3 is > 15 Å from all
+    d12_pred = math.hypot(3.5, 4)
+    expected = (eps(0.5) + eps(0.0) + eps(abs(5 - d12_pred))) / 3
+    got = float(losses.smooth_lddt(pred, true, mask, 15.0)[0])
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_smooth_lddt_perfect_and_per_sample_masking():
+    x = _chain(2, 2, 30) * 16
+    mask = np.ones((2, 30), np.float32)
+    mask[1, 20:] = 0
+    np.testing.assert_allclose(losses.smooth_lddt(x, x, mask), SIGMOID_MAX, rtol=2e-5)  # float32 sums
+    pred = x + _rand(3, x.shape, 1.5)
+    both = np.asarray(losses.smooth_lddt(pred, x, mask))
+    # each sample scored on its own pairs only (HEAD fix; the old code averaged ε over the batch)
+    alone0 = float(losses.smooth_lddt(pred[:1], x[:1], mask[:1])[0])
+    alone1 = float(losses.smooth_lddt(pred[1:, :20], x[1:, :20], mask[1:, :20])[0])
+    np.testing.assert_allclose(both, [alone0, alone1], rtol=1e-5)
+    assert abs(alone0 - alone1) > 1e-3  # the test would not notice batch averaging otherwise
+
+
+def test_smooth_lddt_loss_weightings():
+    x = _chain(4, 2, 25) * 16
+    pred = x + _rand(5, x.shape, np.array([0.5, 3.0], np.float32)[:, None, None])
+    mask = np.ones((2, 25), np.float32)
+    t = np.array([0.2, 0.9], np.float32)
+    lddt = np.asarray(losses.smooth_lddt(pred, x, mask))
+    pre, _ = losses.smooth_lddt_loss(pred, x, mask, t, losses.LossConfig(smooth_lddt_weight=0.5))
+    assert float(pre) == pytest.approx((1 - lddt.mean()) * 0.5, rel=1e-6)
+    fine, _ = losses.smooth_lddt_loss(pred, x, mask, t, losses.LossConfig(lddt_weight_schedule=True, smooth_lddt_weight=0.5))
+    assert float(fine) == pytest.approx(np.mean((1 - lddt) * np.array([1.0, 1 + 8 * 0.4])), rel=1e-6)
+
+
+def _noised(seed, b=2, n=40):
+    x1 = _chain(seed, b, n)
+    x0 = _rand(seed + 100, (b, n, 3))
+    t = np.array([0.3, 0.8], np.float32)[:b]
+    return x0, x1, t, np.asarray(flow.interpolate(x0, x1, t))
+
+
+def test_flow_matching_loss_perfect_prediction():
+    x0, x1, t, x_t = _noised(6)
+    resolved = np.ones((2, 40), np.float32)
+    resolved[0, 35:] = 0
+    pad = np.ones((2, 40), np.float32)
+    loss, aux = losses.flow_matching_loss(flow.target_velocity(x0, x1), x_t, x0, x1, t, resolved, pad)
+    assert float(aux["mse"]) < 1e-9
+    np.testing.assert_allclose(aux["lddt"], SIGMOID_MAX, rtol=1e-5)
+    assert float(loss) == pytest.approx(1 - SIGMOID_MAX, abs=1e-5)
+    assert float(aux["loss"]) == float(loss)
+
+
+def test_realigned_mse_invariant_to_rigid_motion_of_ground_truth():
+    x0, x1, t, x_t = _noised(7)
+    v = np.asarray(flow.target_velocity(x0, x1)) + _rand(8, x0.shape, 0.3)
+    resolved = np.ones((2, 40), np.float32)
+    pad = np.ones((2, 40), np.float32)
+    cfg = losses.LossConfig(smooth_lddt_weight=0.0)
+    _, a = losses.flow_matching_loss(v, x_t, x0, x1, t, resolved, pad, cfg)
+    x1_moved = np.einsum("bni,ij->bnj", x1, _rot(9)) + np.float32(0.7)
+    _, b = losses.flow_matching_loss(v, x_t, x0, x1_moved, t, resolved, pad, cfg)
+    assert float(b["mse"]) == pytest.approx(float(a["mse"]), rel=1e-4)
+    _, c = losses.flow_matching_loss(v, x_t, x0, x1_moved, t, resolved, pad, losses.LossConfig(use_rigid_align=False, smooth_lddt_weight=0.0))
+    assert float(c["mse"]) > 2 * float(a["mse"])  # without alignment the target does move
+    assert "lddt" not in b
+
+
+def test_flow_matching_loss_callable_and_gradient():
+    x0, x1, t, x_t = _noised(10)
+    x_t, x1 = x_t.copy(), x1.copy()
+    x_t[:, 36:] = 0.0  # padding-like coincident atoms (x̂1 = 0 there) must not create NaN gradients
+    x1[:, 36:] = 0.0
+    resolved = np.ones((2, 40), np.float32)
+    resolved[:, 36:] = 0
+    pad = resolved.copy()
+    w = jnp.float32(0.9)
+
+    def loss_of(scale):
+        f = lambda y, tt: scale * (jnp.asarray(x1) - y) / (1 - tt[:, None, None])  # noqa: E731
+        return losses.flow_matching_loss(f, x_t, x0, x1, t, resolved, pad, losses.LossConfig(lddt_weight_schedule=True))[0]
+
+    g = jax.grad(loss_of)(w)
+    assert np.isfinite(float(g)) and float(g) != 0.0
+    # pred x̂1 = x_t + v (1 - t) = x_t + scale (x1 - x_t): scale 1 is perfect
+    assert float(loss_of(jnp.float32(1.0))) < float(loss_of(w))
