@@ -52,6 +52,7 @@ def fold(
     offline: bool = False,
     progress: bool = False,
     devices: Sequence[Any] | None = None,
+    precision: str = FoldOptions.precision,
 ) -> list[FoldResult]:
     """Fold protein sequences; returns one :class:`FoldResult` per sequence, in input order.
 
@@ -67,6 +68,8 @@ def fold(
       plddt: compute pLDDT (stored x 100 per residue and in the B-factors).
       batch_size: at most this many samples per network call; None = what memory allows.
       max_memory_gb: per-device memory budget (GB) used to size chunks.
+      precision: "float32" (default, the official numerics) or "bfloat16" (mixed: bf16 matmul
+        inputs and stored kernels, float32 accumulation and state; see :mod:`simplefold.model.precision`).
       offline: never download weights.
       progress: show a tqdm progress bar.
       devices: devices to use (default: all local devices; samples are sharded over them).
@@ -80,11 +83,11 @@ def fold(
       ModelNotFoundError: ``model`` cannot be resolved.
     """
     options = FoldOptions(num_samples=num_samples, seed=seed, num_steps=num_steps, tau=tau, plddt=plddt,
-                          batch_size=batch_size, max_memory_gb=max_memory_gb)
+                          batch_size=batch_size, max_memory_gb=max_memory_gb, precision=precision)
     targets = as_targets(sequences)
     for t in targets:
         check_target(t)
-    loaded = load_model(model, plddt=plddt, offline=offline)
+    loaded = load_model(model, plddt=plddt, offline=offline, precision=options.precision)
     folder = Folder(loaded, options, devices=devices)
     by_name: dict[str, FoldResult] = {}
     for res in folder.fold_iter(targets, progress=progress):

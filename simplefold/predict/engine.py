@@ -144,22 +144,21 @@ def _split(obj: Any) -> tuple[Any, Any, Any]:
     return None, None, obj
 
 
-_PLDDT_JIT = None
+_PLDDT_JIT: dict[str, Any] = {}
 
 
-def _plddt_apply(fn: _PureFn, params, y, feats):
-    """Jitted pLDDT of sampler outputs ``y`` (S, N, 3); one module-level cache for all Folders."""
-    global _PLDDT_JIT
+def _plddt_apply(fn: _PureFn, params, y, feats, precision: str = "float32"):
+    """Jitted pLDDT of sampler outputs ``y`` (S, N, 3); one module-level cache per precision for all Folders."""
     import jax.numpy as jnp
 
-    if _PLDDT_JIT is None:
-        from simplefold.reproducible import stable_jit
+    if precision not in _PLDDT_JIT:
+        from simplefold.reproducible import precision_jit
 
-        _PLDDT_JIT = stable_jit(lambda f, p, yy, tt, ff: f(p, yy, tt, ff), static_argnums=0)
+        _PLDDT_JIT[precision] = precision_jit(lambda f, p, yy, tt, ff: f(p, yy, tt, ff), precision, static_argnums=0)
     # t = 1 enters as an argument, not a constant: XLA constant-folds a constant time embedding
     # differently for one sample than for several, and a sample's pLDDT would depend on its chunk
     t = jnp.ones((y.shape[0],), jnp.float32)
-    return _PLDDT_JIT(fn, params, y, t, feats)
+    return _PLDDT_JIT[precision](fn, params, y, t, feats)
 
 
 class Folder:
@@ -298,7 +297,7 @@ class Folder:
             t_sample += time.perf_counter() - t0
             if self.plddt_enabled:
                 t0 = time.perf_counter()
-                p = _plddt_apply(self._plddt_fn, self._plddt_params, y, feats_dev)
+                p = _plddt_apply(self._plddt_fn, self._plddt_params, y, feats_dev, self.options.precision)
                 plddt_out.append(np.asarray(p)[:n_here, : plan_.length] * 100.0)
                 t_plddt += time.perf_counter() - t0
             xyz = sampler.postprocess(y, feats_dev["atom_pad_mask"])

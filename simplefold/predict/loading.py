@@ -170,27 +170,29 @@ def _unknown_model_message(spec: Any) -> str:
     )
 
 
-def _load_dir(path: Path):
+def _load_dir(path: Path, precision: str | None = None):
     """(network, config) from a converted weights directory (``checkpoints.load_converted``)."""
     from simplefold.weights import checkpoints
 
-    loaded = checkpoints.load_converted(path)
+    loaded = checkpoints.load_converted(path, precision)
     return loaded, getattr(loaded, "config", None)
 
 
-def _official_plddt(network: Any, config: Any, *, offline: bool) -> tuple[Any, Any, str]:
+def _official_plddt(network: Any, config: Any, *, offline: bool, precision: str | None = None) -> tuple[Any, Any, str]:
     """(latent network, head, description) of the official pLDDT pair, reusing ``network`` if it is the 1.6B."""
     from simplefold.weights import cache
 
-    head, _ = _load_dir(cache.resolve(PLDDT_HEAD_WEIGHTS, offline=offline))
+    head, _ = _load_dir(cache.resolve(PLDDT_HEAD_WEIGHTS, offline=offline), precision)
     if getattr(config, "name", None) == PLDDT_LATENT_WEIGHTS:
         latent = network
     else:
-        latent, _ = _load_dir(cache.resolve(PLDDT_LATENT_WEIGHTS, offline=offline))
+        latent, _ = _load_dir(cache.resolve(PLDDT_LATENT_WEIGHTS, offline=offline), precision)
     return latent, head, f"{PLDDT_LATENT_WEIGHTS} latent + {PLDDT_HEAD_WEIGHTS}"
 
 
-def load_model(spec: Any = DEFAULT_MODEL, *, plddt: bool = True, offline: bool = False, esm: Any = None) -> LoadedModel:
+def load_model(
+    spec: Any = DEFAULT_MODEL, *, plddt: bool = True, offline: bool = False, esm: Any = None, precision: str | None = None
+) -> LoadedModel:
     """Load a model for :func:`simplefold.predict.fold`.
 
     Args:
@@ -204,6 +206,9 @@ def load_model(spec: Any = DEFAULT_MODEL, *, plddt: bool = True, offline: bool =
         warning is logged and pLDDT is skipped.
       offline: never download (``cache.resolve(..., offline=True)``).
       esm: an ``ESM2Encoder`` for ESM-conditioned models (default: released ESM2-3B, loaded lazily).
+      precision: "float32" / "bfloat16" for weights loaded from disk (see
+        :mod:`simplefold.model.precision`); None keeps each saved config's dtype. An already-built
+        network is used as it is.
 
     Raises:
       ModelNotFoundError: ``spec`` names nothing loadable.
@@ -224,17 +229,17 @@ def load_model(spec: Any = DEFAULT_MODEL, *, plddt: bool = True, offline: bool =
             from simplefold.weights import cache
 
             path = cache.resolve(name, offline=offline)
-    network, config = _load_dir(path)
+    network, config = _load_dir(path, precision)
     model = LoadedModel(network=network, config=config, name=name if not Path(name).is_dir() else
                          getattr(config, "name", path.name), source=str(path), esm=esm, offline=offline)
     if plddt:
         own = path / PLDDT_SUBDIR
         if (own / "config.json").is_file():
-            model.plddt_head, _ = _load_dir(own)
+            model.plddt_head, _ = _load_dir(own, precision)
             model.plddt_latent = None
             model.plddt_name = f"own head ({own})"
         elif getattr(config, "name", None) in _released_names():
-            model.plddt_latent, model.plddt_head, model.plddt_name = _official_plddt(network, config, offline=offline)
+            model.plddt_latent, model.plddt_head, model.plddt_name = _official_plddt(network, config, offline=offline, precision=precision)
         else:
             logger.warning("%s has no pLDDT head (no %s/ sub-directory); pLDDT will not be computed",
                            path, PLDDT_SUBDIR)

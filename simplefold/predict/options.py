@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from simplefold import features as F
+from simplefold.model.precision import DEFAULT_PRECISION, check_precision
 
 DEFAULT_SEED = 42  # the official CLI's default
 DEFAULT_NUM_SAMPLES = 1
@@ -24,6 +25,7 @@ class FoldOptions:
       max_memory_gb: memory budget per device in GB (1e9 bytes); None =
         :func:`simplefold.predict.planning.default_memory_budget`.
       token_buckets: residue-count buckets (see :func:`simplefold.features.bucket_size`).
+      precision: "float32" (faithful) or "bfloat16" (mixed; see :mod:`simplefold.model.precision`).
     """
 
     num_samples: int = DEFAULT_NUM_SAMPLES
@@ -34,6 +36,7 @@ class FoldOptions:
     batch_size: int | None = None
     max_memory_gb: float | None = None
     token_buckets: tuple[int, ...] = F.TOKEN_BUCKETS
+    precision: str = DEFAULT_PRECISION
 
     def __post_init__(self):
         if self.num_samples < 1:
@@ -42,6 +45,7 @@ class FoldOptions:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_memory_gb is not None and self.max_memory_gb <= 0:
             raise ValueError(f"max_memory_gb must be > 0, got {self.max_memory_gb}")
+        check_precision(self.precision)
         self.sampler_config()  # validates num_steps / tau
 
     def sampler_config(self):

@@ -39,6 +39,7 @@ def run_fingerprint(model: LoadedModel, options: FoldOptions, fmt: str, plddt: b
         "seed": options.seed,
         "num_samples": options.num_samples,
         "sampler": dataclasses.asdict(sc),
+        "precision": options.precision,
         "format": fmt,
         "plddt": plddt,
     }
@@ -101,6 +102,7 @@ def write_result(
         "seed": options.seed,
         "num_samples": options.num_samples,
         "sampler": dataclasses.asdict(options.sampler_config()),
+        "precision": options.precision,
         "plddt": have_plddt,
         "format": fmt,
         "samples": [
@@ -224,7 +226,7 @@ def predict_to_directory(
         return PredictReport(status, reasons, manifest)
 
     if loaded is None:
-        loaded = load_model(model, plddt=options.plddt, offline=offline)
+        loaded = load_model(model, plddt=options.plddt, offline=offline, precision=options.precision)
     folder = Folder(loaded, options, devices=devices)
     targets_bar = progress_bar(total=len(todo), desc="targets", unit="target", disable=not progress, position=0)
     try:

@@ -257,3 +257,22 @@ def test_predict_option_precedence_command_line_then_file_then_defaults(tmp_path
     args = build_parser().parse_args(["predict", "MKTAYIAKQR", "--config", str(cfg), "--no-plddt"])
     resolve_options(args)
     assert args.seed == 7 and args.num_samples == 5 and args.plddt is False
+
+
+def test_predict_bfloat16_precision_is_recorded_and_refolds(tiny_model_dir, tmp_path):
+    """--precision bfloat16 runs the mixed mode, says so in summary.json, and an output made in
+    float32 does not count as done for a bfloat16 run (nor the other way round)."""
+    fasta = _fasta(tmp_path / "one.fasta", {"alpha": SEQS["alpha"]})
+    out = tmp_path / "out"
+    args = ["predict", str(fasta), "-o", str(out), "--model", str(tiny_model_dir), "--steps", STEPS, "--no-progress"]
+    assert main(args + ["--precision", "bfloat16"]) == 0
+    summary = json.loads((out / "alpha" / "summary.json").read_text())
+    assert summary["precision"] == "bfloat16" and summary["model"]["config"]["dtype"] == "bfloat16"
+    assert _manifest(out)["alpha"]["status"] == "ok"
+    assert main(args) == 0  # float32: not a resume of the bf16 output
+    assert _manifest(out)["alpha"]["status"] == "ok"
+    assert json.loads((out / "alpha" / "summary.json").read_text())["precision"] == "float32"
+    assert main(args) == 0
+    assert _manifest(out)["alpha"]["status"] == "skipped"
+    with pytest.raises(SystemExit):
+        main(args + ["--precision", "float16"])
