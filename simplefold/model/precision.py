@@ -51,3 +51,24 @@ def cast_for_inference(module: Any) -> Any:
             var.set_value(var.get_value().astype(dtype))
     nnx.update(module, state)
     return module
+
+
+def inference_storage(abstract_state: Any, config: Any) -> Any:
+    """An abstract ``nnx.State`` (``ShapeDtypeStruct`` leaves) with the matmul kernels in the
+    storage dtype :func:`cast_for_inference` would give them, in place.
+
+    Restoring a checkpoint into it converts each array as it is read, so a bfloat16 model never
+    holds a float32 copy of its weights.
+    """
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    dtype = jnp.dtype(config.dtype)
+    if dtype == jnp.float32:
+        return abstract_state
+    for path, var in nnx.to_flat_state(abstract_state):
+        value = var.get_value()
+        if path and path[-1] == "kernel" and isinstance(value, jax.ShapeDtypeStruct):
+            var.set_value(jax.ShapeDtypeStruct(value.shape, dtype, sharding=value.sharding))
+    return abstract_state

@@ -39,7 +39,7 @@ from simplefold.model.config import (
 )
 from simplefold.model.folding import FoldingDiT, FoldingModel
 from simplefold.model.plddt import PLDDTHead, PLDDTModel
-from simplefold.model.precision import cast_for_inference, with_precision
+from simplefold.model.precision import cast_for_inference, inference_storage, with_precision
 from simplefold.weights.torch_reader import CheckpointError, UnsafeCheckpointError, open_state_dict
 
 logger = logging.getLogger(__name__)
@@ -329,6 +329,8 @@ def load_converted(directory, precision: str | None = None) -> FoldingModel | PL
     cfg = _precise(cfg, precision)
     cls, wrapper = (FoldingDiT, FoldingModel) if isinstance(cfg, FoldingConfig) else (PLDDTHead, PLDDTModel)
     graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: cls(cfg, rngs=nnx.Rngs(0))))
+    # kernels are converted to their storage dtype as they are read (no float32 copy at bf16)
+    abstract_state = inference_storage(abstract_state, cfg)
     try:
         state = ocp.StandardCheckpointer().restore(directory / _STATE_DIR, abstract_state)
     except Exception as e:  # orbax raises assorted types for a missing/corrupt directory

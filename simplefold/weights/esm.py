@@ -2,7 +2,8 @@
 
 Converted ESM2 weights (:func:`convert_official_esm2`) are a directory with ``config.json`` and an
 Orbax checkpoint ``params/`` holding the parameter tree in the source dtype (float16 for the
-released files; converted to float32 exactly when loaded). Every loader returns an
+released files, whose linear kernels stay float16 in memory and are widened exactly inside each
+product; see :func:`simplefold.model.esm2.build_esm2`). Every loader returns an
 :class:`simplefold.esm.ESM2Encoder`.
 """
 
@@ -116,7 +117,7 @@ def convert_official_esm2(
 
 
 def load_converted_esm2(directory: str | os.PathLike) -> ESM2Encoder:
-    """Load weights written by :func:`convert_official_esm2` (as float32)."""
+    """Load weights written by :func:`convert_official_esm2` (float32 compute; float16 kernels kept)."""
     import orbax.checkpoint as ocp
 
     from simplefold.model import esm2

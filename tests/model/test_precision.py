@@ -81,3 +81,19 @@ def test_bf16_sampler_runs_with_float32_state(models):
 def test_with_precision_only_changes_the_compute_dtype(models):
     cfg = models["float32"].config
     assert with_precision(cfg, "bfloat16") == cfg.__class__(**{**cfg.__dict__, "dtype": "bfloat16"})
+
+
+def test_converted_model_restores_bf16_kernels_directly(tmp_path, models):
+    """load_converted(precision="bfloat16") reads the kernels straight into bf16 (no float32 copy),
+    with the same values as casting the float32 weights."""
+    from simplefold.weights.checkpoints import load_converted, save_converted
+
+    save_converted(models["float32"], tmp_path / "m")
+    lo = load_converted(tmp_path / "m", "bfloat16")
+    want = dict(nnx.to_flat_state(nnx.state(models["bfloat16"].module, nnx.Param)))
+    got = dict(nnx.to_flat_state(nnx.state(lo.module, nnx.Param)))
+    assert set(got) == set(want)
+    for path, var in got.items():
+        a, b = np.asarray(var.get_value()), np.asarray(want[path].get_value())
+        assert a.dtype == b.dtype, path
+        np.testing.assert_array_equal(a, b, err_msg=str(path))

@@ -53,3 +53,28 @@ def test_converted_weights_roundtrip(tmp_path, esm_encoder, esm_pair):
     shutil.rmtree(out / "params" / "layer_001")
     with pytest.raises(esm_weights.ESMWeightsError, match="layer_001"):
         esm_weights.load_converted_esm2(out)
+
+
+def test_float16_kernels_stay_float16_and_match_float32_weights_bit_for_bit(tmp_path, esm_state_dict, esm_pair):
+    """Released ESM2 files are float16: their linear kernels are kept in float16 (half the memory)
+    and converted inside each product, exactly as float32 copies of the same values would give."""
+    import jax
+    from flax import nnx
+
+    half = collections.OrderedDict((k, v.astype(np.float16) if "inv_freq" not in k else v) for k, v in esm_state_dict.items())
+    widened = collections.OrderedDict((k, v.astype(np.float32)) for k, v in half.items())
+    save_torch_zip(tmp_path / "half.pt", {"model": half})
+    save_torch_zip(tmp_path / "wide.pt", {"model": widened})
+    h = esm_weights.load_official_esm2(tmp_path / "half.pt")
+    w = esm_weights.load_official_esm2(tmp_path / "wide.pt")
+    dtypes = {}
+    for path, var in nnx.to_flat_state(nnx.state(h.model, nnx.Param)):
+        dtypes.setdefault(path[-1], set()).add(str(var.get_value().dtype))
+    assert dtypes.pop("kernel") == {"float16"} and all(d == {"float32"} for d in dtypes.values()), dtypes
+    kernel_bytes = lambda enc: sum(  # noqa: E731
+        v.get_value().nbytes for p, v in nnx.to_flat_state(nnx.state(enc.model, nnx.Param)) if p[-1] == "kernel"
+    )
+    assert kernel_bytes(h) * 2 == kernel_bytes(w)
+    out_h, out_w = (np.asarray(jax.block_until_ready(e(esm_pair["esm_tokens"]))) for e in (h, w))
+    assert out_h.dtype == np.float32
+    np.testing.assert_array_equal(out_h, out_w)
