@@ -200,7 +200,15 @@ class FoldingDiT(nnx.Module):
         """Per-residue conditioning features before ``esm_s_proj``: (Bf, M, esm_dim)."""
         if self.config.condition == "esm":
             w = jax.nn.softmax(self.esm_s_combine[...])
-            return jnp.einsum("l,bmlc->bmc", w, f["esm_s"])
+            esm_s = f["esm_s"]  # (Bf, M, L, C)
+            Bf, M, L, C = esm_s.shape
+            # one (1, L) @ (L, C) product per residue, as the official batched matmul: XLA:CPU
+            # lowers the plain einsum with a transposed copy of esm_s (48 MB at 128 residues),
+            # 15x slower than this batched form, which reads esm_s in place
+            out = jax.lax.dot_general(
+                jnp.broadcast_to(w, (Bf * M, 1, L)), esm_s.reshape(Bf * M, L, C), (((2,), (1,)), ((0,), (0,)))
+            )
+            return out.reshape(Bf, M, C)
         return f["res_type"] @ self.res_type_embedding[...]
 
     # ------------------------------------------------------------------
