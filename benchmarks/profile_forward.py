@@ -27,8 +27,8 @@ from flax import nnx
 from simplefold.devtools.synthetic import synthetic_features
 from simplefold.model import OFFICIAL_SIZES, FoldingDiT
 from simplefold.model import embeddings as emb
-from simplefold.model.folding import TOKEN_POSITION_KEYS, FoldingModel, _device_features, _gather_tokens, _pool_atoms
-from simplefold.model.layers import AttnContext, local_window_bias
+from simplefold.model.folding import FoldingModel, _device_features, _gather_tokens, _pool_atoms
+from simplefold.model.precision import PRECISIONS, cast_for_inference, with_precision
 from simplefold.reproducible import CPU_COMPILER_OPTIONS
 
 
@@ -45,70 +45,52 @@ def _timed(fn, args, repeats: int) -> tuple[float, float]:
 
 
 def stages():
-    """(name, fn(model, values) -> new values) per stage; each reads what earlier stages wrote."""
+    """(name, fn(model, values) -> new values) per stage; each reads what earlier stages wrote.
+
+    The stages follow :meth:`FoldingDiT.encode` (once per protein in the sampler) and
+    :meth:`FoldingDiT.denoise` (every sampler step).
+    """
+
+    def encode(model, s):
+        return {"ctx": model.encode(s["f"])}
 
     def condition(model, s):
-        cfg = model.config
-        return {"c": model.condition(s["t"], s["f"]["max_num_tokens"])}
-
-    def atom_features(model, s):
-        cfg = model.config
-        f = s["f"]
-        weight = f["atom_to_token_weight"] * f["atom_slot_mask"]
-        return {"atom_feat": model.atom_features(f, weight), "weight": weight}
+        c = model.time_condition(s["t"]) + s["ctx"].length_c
+        return {"c": jnp.broadcast_to(c, (s["x"].shape[0], c.shape[-1]))}
 
     def atom_input(model, s):
-        cfg = model.config
-        coord = model.atom_pos_proj(emb.fourier_encode(s["x"], model.freq_bands[...]))
-        B = s["x"].shape[0]
-        feat = jnp.broadcast_to(s["atom_feat"], (B, *s["atom_feat"].shape[1:]))
+        ctx, x = s["ctx"], s["x"]
+        coord = model.atom_pos_proj(emb.fourier_encode(x, model.freq_bands[...]))
+        feat = jnp.broadcast_to(ctx.atom_feat, (x.shape[0], *ctx.atom_feat.shape[1:]))
         return {"atom_in": model.atom_in_proj(jnp.concatenate([feat.astype(coord.dtype), coord], axis=-1))}
 
-    def rope_tables(model, s):
-        cfg = model.config
-        f = s["f"]
-        N = f["ref_pos"].shape[1]
-        apos = jnp.concatenate([f["ref_space_uid"][..., None], f["ref_pos"]], axis=-1)
-        tpos = jnp.stack([f[k] for k in TOKEN_POSITION_KEYS], axis=-1)
-        a = emb.rope_cos_sin(apos, jnp.asarray(emb.rope_freqs(cfg.atom_head_dim, cfg.rope_in_dim, cfg.rope_base)))
-        t = emb.rope_cos_sin(tpos, jnp.asarray(emb.rope_freqs(cfg.head_dim, cfg.rope_in_dim, cfg.rope_base)))
-        return {"a_cs": a, "t_cs": t, "bias": local_window_bias(N, cfg.n_queries, cfg.n_keys, f.get("_atom_key_mask"))}
-
-    def _atom_ctx(cfg, s):
-        return AttnContext(*s["a_cs"], window_bias=s["bias"], n_queries=cfg.n_queries, n_keys=cfg.n_keys)
-
     def encoder(model, s):
-        cfg = model.config
         h = model.context2atom_proj(s["atom_in"])
-        h = model.atom_encoder_transformer(h, model.atom_enc_cond_proj(s["c"]), _atom_ctx(cfg, s))
+        h = model.atom_encoder_transformer(h, model.atom_enc_cond_proj(s["c"]), s["ctx"].atom_ctx)
         return {"atom_latent": model.atom2latent_proj(h)}
 
     def to_residues(model, s):
-        cfg = model.config
-        f = s["f"]
-        M = f["mol_type"].shape[1]
-        latent = _pool_atoms(s["atom_latent"], s["weight"], f["atom_to_token_idx"], M)
-        res = jnp.broadcast_to(model.esm_s_proj(model.residue_condition(f)), latent.shape).astype(latent.dtype)
+        ctx = s["ctx"]
+        M = ctx.res_cond.shape[1]
+        latent = _pool_atoms(s["atom_latent"], ctx.weight, ctx.atom_to_token_idx, M)
+        res = jnp.broadcast_to(ctx.res_cond, latent.shape).astype(latent.dtype)
         return {"latent": model.esm_cat_proj(jnp.concatenate([latent, res], axis=-1)).astype(jnp.float32)}
 
     def trunk(model, s):
-        cfg = model.config
-        return {"latent": model.trunk(s["latent"], s["c"], AttnContext(*s["t_cs"], key_mask=s["f"].get("_token_key_mask")))}
+        return {"latent": model.trunk(s["latent"], s["c"], s["ctx"].token_ctx)}
 
     def decoder(model, s):
-        cfg = model.config
-        f = s["f"]
-        out = _gather_tokens(s["latent"], f["atom_to_token_idx"]) * s["weight"][..., None] + s["atom_latent"]
+        ctx = s["ctx"]
+        out = _gather_tokens(s["latent"], ctx.atom_to_token_idx) * ctx.weight[..., None] + s["atom_latent"]
         out = jax.nn.silu(model.latent2atom_proj_0(out))
         out = model.latent2atom_proj_3(model.latent2atom_proj_2(out.astype(jnp.float32)))
-        out = model.atom_decoder_transformer(out, model.atom_dec_cond_proj(s["c"]), _atom_ctx(cfg, s))
+        out = model.atom_decoder_transformer(out, model.atom_dec_cond_proj(s["c"]), ctx.atom_ctx)
         return {"velocity": model.final_layer(out, s["c"])}
 
     return [
-        ("condition (t, length)", condition), ("atom features (atom_feat_proj)", atom_features),
-        ("coords Fourier + atom_in_proj", atom_input), ("RoPE tables + window bias", rope_tables),
-        ("atom encoder", encoder), ("pool + ESM projection", to_residues), ("trunk", trunk),
-        ("decoder + final layer", decoder),
+        ("encode (once per protein)", encode), ("condition (t + length)", condition),
+        ("coords Fourier + atom_in_proj", atom_input), ("atom encoder", encoder),
+        ("pool + ESM concat projection", to_residues), ("trunk", trunk), ("decoder + final layer", decoder),
     ]
 
 
@@ -118,12 +100,13 @@ def main(argv=None) -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[128, 256])
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--ynn", choices=("on", "off", "both"), default="off")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32", help="network precision (bfloat16: the mixed mode)")
     args = p.parse_args(argv)
-    cfg = OFFICIAL_SIZES[args.arch]()
-    model = FoldingDiT(cfg, rngs=nnx.Rngs(0))
+    cfg = with_precision(OFFICIAL_SIZES[args.arch](), args.precision)
+    model = cast_for_inference(FoldingDiT(cfg, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(model)
     modes = ("off", "on") if args.ynn == "both" else (args.ynn,)
-    print(f"{args.arch}, jax {jax.__version__}, {jax.device_count()} device(s), repeats {args.repeats}")
+    print(f"{args.arch} {args.precision}, jax {jax.__version__}, {jax.device_count()} device(s), repeats {args.repeats}")
     for L in args.lengths:
         feats = synthetic_features(L, cfg, np.random.default_rng(0))
         f = _device_features(FoldingModel(model).prepare(feats), cfg.condition)

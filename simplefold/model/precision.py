@@ -37,10 +37,14 @@ def cast_for_inference(module: Any) -> Any:
 
     Only ``kernel`` parameters of linear layers are cast (they dominate the weights and are cast
     to the compute dtype before every product anyway); norms, biases and embeddings stay float32.
-    A float32 module is returned unchanged.
+    The block stacks are unstacked (``BlockStack.unstack``: fast bf16 products on XLA:CPU), so the
+    result is for inference only (``save_converted`` refuses it). A float32 module is returned
+    unchanged.
     """
     import jax.numpy as jnp
     from flax import nnx
+
+    from simplefold.model.layers import BlockStack
 
     dtype = jnp.dtype(module.config.dtype)
     if dtype == jnp.float32:
@@ -50,6 +54,8 @@ def cast_for_inference(module: Any) -> Any:
         if path and path[-1] == "kernel":
             var.set_value(var.get_value().astype(dtype))
     nnx.update(module, state)
+    for sub in [m for _, m in nnx.iter_modules(module) if isinstance(m, BlockStack)]:
+        sub.unstack()
     return module
 
 

@@ -303,6 +303,9 @@ def save_converted(model, directory) -> pathlib.Path:
     module = getattr(model, "module", model)
     if not isinstance(module, (FoldingDiT, PLDDTHead)):
         raise TypeError(f"expected a FoldingDiT or PLDDTHead (or their wrappers), got {type(model).__name__}")
+    if jnp.dtype(module.config.dtype) != jnp.float32:
+        # a bf16 inference module has bf16 kernels and unstacked blocks (precision.cast_for_inference)
+        raise TypeError("save the float32 model: a bfloat16 model is prepared for inference only")
     directory = pathlib.Path(directory).expanduser().resolve()
     directory.mkdir(parents=True, exist_ok=True)
     ckptr = ocp.StandardCheckpointer()

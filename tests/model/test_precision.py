@@ -97,3 +97,35 @@ def test_converted_model_restores_bf16_kernels_directly(tmp_path, models):
         a, b = np.asarray(var.get_value()), np.asarray(want[path].get_value())
         assert a.dtype == b.dtype, path
         np.testing.assert_array_equal(a, b, err_msg=str(path))
+
+
+def test_unstacked_blocks_compute_what_the_block_scan_computes():
+    """BlockStack.unstack (bf16 inference) holds the same parameters per block and gives the scan's
+    result (float32 here, so any reordering of the maths would show)."""
+    from simplefold.model.layers import AttnContext, BlockStack, DiTBlock
+
+    W, L = 32, 12
+    stack = BlockStack(lambda r: DiTBlock(W, 4, 64, dtype="float32", rngs=r), 3, rngs=nnx.Rngs(1))
+    # non-zero adaLN modulation so every block changes the stream
+    for path, var in nnx.to_flat_state(nnx.state(stack, nnx.Param)):
+        var.set_value(jax.random.normal(jax.random.key(len(path)), var.get_value().shape) * 0.1)
+    x = jax.random.normal(jax.random.key(2), (2, L, W))
+    c = jax.random.normal(jax.random.key(3), (2, W))
+    ctx = AttnContext(jnp.ones((1, L, 4)), jnp.zeros((1, L, 4)), key_mask=None)
+    want = np.asarray(stack(x, c, ctx))
+    stacked = nnx.state(stack.blocks, nnx.Param)
+    stack.unstack()
+    assert not hasattr(stack, "blocks") and len(stack.layers) == 3
+    for i, layer in enumerate(stack.layers):
+        for (p, a), (q, b) in zip(nnx.to_flat_state(nnx.state(layer, nnx.Param)), nnx.to_flat_state(stacked)):
+            assert p == q
+            np.testing.assert_array_equal(np.asarray(a.get_value()), np.asarray(b.get_value())[i])
+    np.testing.assert_allclose(np.asarray(stack(x, c, ctx)), want, rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_inference_model_is_not_saved_as_a_checkpoint(tmp_path, models):
+    from simplefold.weights.checkpoints import save_converted
+
+    with pytest.raises(TypeError, match="float32 model"):
+        save_converted(models["bfloat16"], tmp_path / "m")
+    assert not (tmp_path / "m").exists()
