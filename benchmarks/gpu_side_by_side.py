@@ -239,7 +239,27 @@ def forward_flops(cfg, m: int, n: int, b: int) -> float:
 # Worker plumbing
 # ======================================================================================
 def emit(obj: dict) -> None:
+    import resource
+
+    # the process's peak RSS so far (monotone over a worker's cases): the only peak a CPU run has
+    obj.setdefault("process_peak_rss_bytes", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     print("@@ " + json.dumps(obj, default=_json_default), flush=True)
+
+
+def cpu_info() -> dict:
+    """The CPU model and the flags that decide bf16 speed (AMX / AVX-512 BF16), from /proc/cpuinfo."""
+    model, flags = platform.processor() or "?", set()
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512f", "avx2", "fma")
+    return {"cpu_model": model, "cpu_flags": [f for f in wanted if f in flags], "cpu_threads": len(os.sched_getaffinity(0))}
 
 
 def _json_default(x):
@@ -949,7 +969,7 @@ def machine_info(args) -> dict:
     info = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 hostname=platform.node(), platform=platform.platform(), machine=platform.machine(),
                 cpus=os.cpu_count(), python=sys.version.split()[0], python_exe=sys.executable,
-                official_python=args.official_python)
+                official_python=args.official_python, **cpu_info())
     try:
         p = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version,clocks.max.sm",
                             "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
@@ -986,10 +1006,12 @@ def plan_cases(s) -> dict:
     # priority order (a phase that runs out of time drops the tail): one-sample forwards (parity),
     # the whole samples, then the batched forwards; bf16: the trunk MFU first
     f32_first = [c for c in f32 if c["B"] == b1] + samples + [c for c in f32 if c["B"] != b1]
+    # ours also samples in bf16 (the mixed mode); the official sampler runs float32 only, as its CLI does
+    bf16_samples = [dict(c, precision="bfloat16") for c in samples] if bf16 else []
     return {
         "official": f32_first + bf16,
         "ours_f32": f32_first,
-        "ours_bf16": mfu + bf16,
+        "ours_bf16": mfu + bf16 + bf16_samples,
     }
 
 
@@ -1172,6 +1194,16 @@ def _f(x, spec=".1f", na="–"):
     return na if x is None else format(x, spec)
 
 
+def _peak_mib(r) -> str:
+    """Peak memory of a case: the device's, else ≤ the process's peak RSS so far (CPU)."""
+    r = r or {}
+    if r.get("peak_bytes") is not None:
+        return _f(_mib(r["peak_bytes"]), ".0f")
+    if r.get("process_peak_rss_bytes") is not None:
+        return "≤ " + _f(_mib(r["process_peak_rss_bytes"]), ".0f")
+    return "–"
+
+
 def _mib(b):
     return None if b is None else b / 2**20
 
@@ -1193,6 +1225,12 @@ def markdown(rep: dict) -> str:
     title = "SMOKE run (tiny sizes; not a benchmark)" if smoke else "FoldingDiT-100M and simplefold_3B-shaped, random weights"
     L.append(f"# Official PyTorch SimpleFold vs simplefold (JAX): {title}\n")
     L.append(f"- date: {m['date']}; host {m['hostname']} ({m['platform']}, {m['cpus']} CPUs)")
+    L.append(f"- CPU: {m.get('cpu_model', '?')}; flags: {' '.join(m.get('cpu_flags') or []) or 'none of interest'} "
+             f"(no amx_bf16: bf16 products run on AVX-512 BF16 or the float32 units); threads: {m.get('cpu_threads', '?')} "
+             f"(JAX/XLA: all; torch: {off_info.get('torch_threads', '–')})"
+             if "amx_bf16" not in (m.get("cpu_flags") or []) else
+             f"- CPU: {m.get('cpu_model', '?')}; flags: {' '.join(m['cpu_flags'])}; threads: {m.get('cpu_threads', '?')} "
+             f"(JAX/XLA: all; torch: {off_info.get('torch_threads', '–')})")
     L.append(f"- GPU (nvidia-smi): {m.get('nvidia_smi') or 'none'}; torch device: {off_info.get('device', '–')}; "
              f"JAX device: {our_info.get('device', '–')} ({our_info.get('backend', '–')})")
     v = m["versions"]
@@ -1228,22 +1266,24 @@ def markdown(rep: dict) -> str:
                         f"; official {_f(eo['predict_velocity'], '.2e')}, {_f(eo['latent'], '.2e')}" if eo else "")
                 L.append(f"| {prec} | {length} | {n} | {b} | {_f((oo or {}).get('median_ms'), '.2f')} | "
                          f"{_f((uu or {}).get('median_ms'), '.2f')} | {_f(ratio, '.2f')} | "
-                         f"{_f(_mib((oo or {}).get('peak_bytes')), '.0f')} | {_f(_mib((uu or {}).get('peak_bytes')), '.0f')} | {par} |")
+                         f"{_peak_mib(oo)} | {_peak_mib(uu)} | {par} |")
     L.append("")
     L.append(f"## Whole {s['steps']}-step sample, one sample: seconds\n")
     L.append(f"One timed run each, tau {s['tau']}: official after a {s['official_warmup_steps']}-step warm-up run, "
              "ours after the compiling first run.\n")
-    L.append("| L | N atoms | official s | ours s | official / ours | ours compile + first run s | official peak MiB | ours peak MiB |")
-    L.append("|---|---|---|---|---|---|---|---|")
+    L.append("Official: float32 (its CLI's setting); ours: float32 and, where run, the bf16 mixed mode.\n")
+    L.append("| L | N atoms | official f32 s | ours precision | ours s | official / ours | ours compile + first run s | official peak MiB | ours peak MiB |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
     for length in s["sample_lengths"]:
         oo = _find(res, kind="sample", side="official", L=length)
-        uu = _find(res, kind="sample", side="ours", L=length)
-        if oo is None and uu is None:
-            continue
-        ratio = oo["wall_s"] / uu["wall_s"] if oo and uu else None
-        L.append(f"| {length} | {(uu or oo).get('N')} | {_f((oo or {}).get('wall_s'), '.2f')} | {_f((uu or {}).get('wall_s'), '.2f')} | "
-                 f"{_f(ratio, '.2f')} | {_f((uu or {}).get('first_call_s'), '.1f')} | "
-                 f"{_f(_mib((oo or {}).get('peak_bytes')), '.0f')} | {_f(_mib((uu or {}).get('peak_bytes')), '.0f')} |")
+        for prec in ("float32", "bfloat16"):
+            uu = _find(res, kind="sample", side="ours", L=length, precision=prec)
+            if uu is None and (prec == "bfloat16" or oo is None):
+                continue
+            ratio = oo["wall_s"] / uu["wall_s"] if oo and uu else None
+            L.append(f"| {length} | {(uu or oo).get('N')} | {_f((oo or {}).get('wall_s'), '.2f')} | {prec} | "
+                     f"{_f((uu or {}).get('wall_s'), '.2f')} | {_f(ratio, '.2f')} | {_f((uu or {}).get('first_call_s'), '.1f')} | "
+                     f"{_peak_mib(oo)} | {_peak_mib(uu)} |")
     L.append("")
     L.append(f"## Trunk alone, bf16, L = {s['mfu_length']} (ours): FLOPs from the config vs {s['peak_tflops']:.0f} TFLOP/s\n")
     L.append("| model | B | ms | GFLOP per call | TFLOP/s | MFU |")
@@ -1272,7 +1312,8 @@ def markdown(rep: dict) -> str:
     L.append("")
     # goals of issue 17
     L.append("## Goals (issue 17)" + (": not assessed by a smoke run (sizes differ; values for the code path only)\n" if smoke else "\n"))
-    ratios = [(length, _find(res, kind="sample", side="official", L=length), _find(res, kind="sample", side="ours", L=length))
+    ratios = [(length, _find(res, kind="sample", side="official", L=length),
+               _find(res, kind="sample", side="ours", L=length, precision="float32"))
               for length in s["sample_lengths"]]
     rs = [(length, a["wall_s"] / b["wall_s"]) for length, a, b in ratios if a and b]
     L.append(f"- ours ≥ 3× the official per {s['steps']}-step sample at L = {', '.join(map(str, s['sample_lengths']))}: "
@@ -1300,7 +1341,9 @@ def markdown(rep: dict) -> str:
         L.append("")
     L.append(f"Elapsed {rep.get('elapsed_s', 0):.0f} s of a {s['budget_s']:.0f} s budget. Ours peak MiB = bytes live "
              "before the call + XLA's temporaries and outputs of the call (JAX cannot reset its peak counter; "
-             "the cumulative counter is in the JSON); official peak = torch.cuda.max_memory_allocated.")
+             "the cumulative counter is in the JSON); official peak = torch.cuda.max_memory_allocated. "
+             "On a CPU neither exists: \"≤ X\" is the worker process's peak RSS when the case ended (monotone over "
+             "its earlier cases, so an upper bound).")
     return "\n".join(L) + "\n"
 
 
