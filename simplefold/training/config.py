@@ -137,11 +137,16 @@ class CheckpointSection:
 
 @dataclasses.dataclass(frozen=True)
 class ValidationSection:
-    """Periodic sampling of ``num_proteins`` dev chains with the EMA weights; 0 disables validation."""
+    """Periodic sampling of ``num_proteins`` dev chains with the EMA weights; 0 disables validation.
+
+    ``num_steps`` must keep the official sampler stable (≥ 230 on its log grid, see
+    ``SamplerConfig.noise_gains``): with fewer the samples explode and the metrics are meaningless,
+    so training refuses to start.
+    """
 
     every_steps: int = 1000
     num_proteins: int = 8
-    num_steps: int = 20
+    num_steps: int = 250
     tau: float = TAU
     max_tokens: int = 256
     seed: int = 0
