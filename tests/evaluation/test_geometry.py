@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import pathlib
-
 import numpy as np
 import pytest
+from conftest import FIXTURES
 
 from simplefold.evaluation import geometry
 from simplefold.io.structure import read_structure
 
-FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 NATIVES = [FIXTURES / "training" / "1PGA.pdb.gz", FIXTURES / "structures" / "1BF4.pdb.gz",
            FIXTURES / "structures" / "2HPR.pdb.gz"]
 
