@@ -1004,6 +1004,23 @@ def _cif_block_name(name: str) -> str:
     return cleaned or "structure"
 
 
+#: Largest |coordinate| the PDB format's 8.3f columns hold.
+_PDB_MAX_COORD = 9999.999
+
+
+def _check_writable_coords(path: pathlib.Path, structure: Structure, fmt: str) -> None:
+    """StructureError naming the problem when present atoms have non-finite or (PDB) too large coordinates."""
+    xyz = np.asarray(structure.coords, np.float64)[np.asarray(structure.atom_mask, bool)]
+    bad = ~np.isfinite(xyz).all(-1)
+    if bad.any():
+        raise StructureError(f"{path}: {structure.name}: {int(bad.sum())} atoms have non-finite coordinates; not written")
+    if fmt == "pdb" and len(xyz) and np.abs(xyz).max() > _PDB_MAX_COORD:
+        raise StructureError(
+            f"{path}: {structure.name}: coordinates reach {np.abs(xyz).max():.4g} Å, beyond the PDB format's "
+            f"±{_PDB_MAX_COORD} Å; not written"
+        )
+
+
 def write_structure(path, structures: Structure | Sequence[Structure], *, format: str | None = None) -> None:
     """Write one structure, or several with identical atoms as a multi-model ensemble.
 
@@ -1018,7 +1035,8 @@ def write_structure(path, structures: Structure | Sequence[Structure], *, format
       format: ``"pdb"``, ``"cif"``/``"mmcif"`` or ``"bcif"``; taken from the extension if None.
 
     Raises:
-      StructureError: unknown format or the file cannot be written.
+      StructureError: unknown format, non-finite coordinates (or beyond ±9999.999 Å for PDB), or the
+        file cannot be written.
       ValueError: the structures cannot be written together (different atoms) or do not fit PDB.
     """
     path = pathlib.Path(path)
@@ -1028,6 +1046,8 @@ def write_structure(path, structures: Structure | Sequence[Structure], *, format
     fmt = {"mmcif": "cif"}.get(format.lower(), format.lower()) if format else _format_from_name(path)
     if fmt not in ("pdb", "cif", "bcif"):
         raise StructureError(f"{path}: unknown structure format {format or path.suffix!r} (use .pdb, .cif or .bcif)")
+    for m in models:
+        _check_writable_coords(path, m, fmt)
     data = _serialize(models, fmt)
     if path.name.lower().endswith(".gz"):
         data = gzip.compress(data, mtime=0)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from simplefold import features as F
+from simplefold.evaluation import geometry
 from simplefold.predict.loading import LoadedModel, plddt_head_config, plddt_latent_config
 from simplefold.predict.options import FoldOptions
 from simplefold.predict.planning import TargetPlan, bucket_key, default_memory_budget, plan_target
@@ -50,12 +51,17 @@ class Sample:
         0 when pLDDT is off).
       plddt: ``(M,)`` per-residue pLDDT in [0, 100], or None.
       rank: 1 = highest mean pLDDT among the target's samples (ties: lower index); None without pLDDT.
+      errors: problems that make the structure unwritable (non-finite or absurd coordinates), from
+        :func:`simplefold.evaluation.geometry.check_prediction`; ``simplefold predict`` fails the target.
+      warnings: implausible local chemistry or a collapsed sample (the file is written and flagged).
     """
 
     index: int
     structure: Any
     plddt: np.ndarray | None = None
     rank: int | None = None
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     @property
     def mean_plddt(self) -> float | None:
@@ -176,6 +182,9 @@ class Folder:
         self.model = model
         self.options = options
         self.sampler_config = options.sampler_config()
+        self.sampler_warning = self.sampler_config.stability_warning()
+        if self.sampler_warning:
+            logger.warning("%s", self.sampler_warning)
         self.devices = list(devices or jax.local_devices())
         self.mesh = None
         if len(self.devices) > 1:
@@ -315,7 +324,11 @@ class Folder:
         for k in range(s):
             b = plddts[k] if plddts is not None else np.zeros(plan_.length, np.float32)
             st = structure_from_sequence(target.sequence, coords[k], name=f"{target.name}_sample_{k}", b_factors=b)
-            samples.append(Sample(index=k, structure=st, plddt=None if plddts is None else plddts[k], rank=ranks[k]))
+            errors, warnings = geometry.check_prediction(st)
+            for msg in errors + warnings:
+                logger.warning("%s sample %d: %s", target.name, k, msg)
+            samples.append(Sample(index=k, structure=st, plddt=None if plddts is None else plddts[k], rank=ranks[k],
+                                  errors=tuple(errors), warnings=tuple(warnings)))
         timings["total"] = time.perf_counter() - t_start
         return FoldResult(target=target, samples=tuple(samples), plan=plan_, timings=timings)
 

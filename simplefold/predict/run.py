@@ -73,6 +73,9 @@ def write_result(
     from simplefold.io.structure import write_structure
 
     t0 = time.perf_counter()
+    failed = [f"sample {s.index}: {'; '.join(s.errors)}" for s in result.samples if s.errors]
+    if failed:  # checked before anything is written: no partial output of a diverged target
+        raise TargetError(f"{result.name}: prediction failed the structure check ({' | '.join(failed)})")
     paths = outputs.TargetPaths(Path(root), result.name, fmt)
     paths.dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Any] = {"samples": []}
@@ -103,6 +106,7 @@ def write_result(
         "num_samples": options.num_samples,
         "sampler": dataclasses.asdict(options.sampler_config()),
         "precision": options.precision,
+        "sampler_warning": options.sampler_config().stability_warning(),
         "plddt": have_plddt,
         "format": fmt,
         "samples": [
@@ -112,6 +116,7 @@ def write_result(
                 "mean_plddt": s.mean_plddt,
                 "rank": s.rank,
                 "plddt": None if s.plddt is None else [round(float(v), 2) for v in s.plddt],
+                "warnings": list(s.warnings),
             }
             for s in result.samples
         ],
@@ -243,15 +248,22 @@ def predict_to_directory(
                     sample_bar.close()
                 write_result(result, out, fmt=fmt, model=loaded, options=options, fingerprint=fingerprint)
             except TargetError as exc:
+                logger.error("%s", exc)
                 record(t, outputs.STATUS_FAILED, str(exc))
             except Exception as exc:  # noqa: BLE001 - one target's failure must not stop the run
                 logger.exception("%s: folding failed", t.name)
                 record(t, outputs.STATUS_FAILED, f"{type(exc).__name__}: {exc}")
             else:
                 means = [s.mean_plddt for s in result.samples]
+                extra = {}
+                warnings = [f"sample {s.index}: {w}" for s in result.samples for w in s.warnings]
+                if folder.sampler_warning:
+                    warnings.insert(0, folder.sampler_warning)
+                if warnings:
+                    extra["warnings"] = warnings
                 record(t, outputs.STATUS_OK, seconds=round(time.perf_counter() - t0, 3),
                        num_samples=len(result.samples),
-                       mean_plddt=[None if m is None else round(m, 2) for m in means])
+                       mean_plddt=[None if m is None else round(m, 2) for m in means], **extra)
             targets_bar.update(1)
     finally:
         targets_bar.close()

@@ -105,6 +105,21 @@ class LossSection:
     #: Distribution of the training time t: "official" (0.98·sigmoid(N(0.8, 1.7²)) + 0.02·U(0, 1),
     #: biased to the data end) or "uniform" (U(0, 1)).
     time_sampling: str = "official"
+    #: Noise-level augmentation (not part of the official recipe; 0 = off). This fraction of the
+    #: multiplicity copies draws its noise as x0 ~ N(0, κ²·I) with log κ ~ U(log noise_scale_min, 0),
+    #: so x_t = t·x1 + (1−t)·κ·x0 and the target is x1 − κ·x0 (= (x1 − x_t)/(1−t), the velocity that
+    #: still lands on x1). The official sampler with τ < 1 removes noise faster than the linear path
+    #: (its state carries ≈ √τ of the path's noise), so a model trained only at κ = 1 sees states it
+    #: never saw and, when unsure, explains part of the signal as noise: samples shrink. Copies with
+    #: κ < 1 teach it to read the noise level off the state instead.
+    noise_scale_fraction: float = 0.0
+    noise_scale_min: float = 0.1
+    #: Weight of the size term (Rg(x̂1)/Rg(x1) − 1)² on the one-step estimate (not official; 0 = off):
+    #: keeps the estimate, which the τ < 1 sampler follows, at the size of a real protein.
+    rg_weight: float = 0.0
+    #: Weight of a steric term on x̂1 (not official; 0 = off): Σ relu(2.5 Å − d) over atom pairs that are
+    #: > 3 Å apart in the truth, per atom. smooth lDDT ignores pairs > 15 Å apart in the truth.
+    clash_weight: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,11 +152,16 @@ class CheckpointSection:
 
 @dataclasses.dataclass(frozen=True)
 class ValidationSection:
-    """Periodic sampling of ``num_proteins`` dev chains with the EMA weights; 0 disables validation."""
+    """Periodic sampling of ``num_proteins`` dev chains with the EMA weights; 0 disables validation.
+
+    ``num_steps`` must keep the official sampler stable (≥ 230 on its log grid, see
+    ``SamplerConfig.noise_gains``): with fewer the samples explode and the metrics are meaningless,
+    so training refuses to start.
+    """
 
     every_steps: int = 1000
     num_proteins: int = 8
-    num_steps: int = 20
+    num_steps: int = 250
     tau: float = TAU
     max_tokens: int = 256
     seed: int = 0

@@ -318,15 +318,27 @@ def make_train_iterator(
 
 @dataclasses.dataclass(frozen=True)
 class ValidationExample:
-    """One dev chain prepared for sampling: batch-1 padded features plus what the metrics need."""
+    """One dev chain prepared for sampling: batch-1 padded features plus the experimental chain."""
 
     record: ChainRecord
     feats: dict[str, np.ndarray]  # batch 1, padded; coords are the ground truth (model units)
-    true_coords: np.ndarray  # (A, 3) Å, real atoms only (0 where unresolved)
-    atom_mask: np.ndarray  # (A,) resolved
-    atom_residue: np.ndarray  # (A,) residue index of each atom
-    ca_index: np.ndarray  # (M,) atom index of each residue's CA
-    ca_mask: np.ndarray  # (M,) CA resolved
+    chain: object  # simplefold.io.structure.Chain, Å: the reference the samples are scored against
+    num_atoms: int  # real atom slots (template heavy atoms) = rows of the sampled coordinates
+
+    def reference(self):
+        """The experimental chain as a :class:`simplefold.io.structure.Structure` named after the record."""
+        from simplefold.io.structure import Structure
+
+        return Structure(name=self.record.id, chains=(self.chain,))
+
+    def prediction(self, coords: np.ndarray):
+        """A sampled ``(num_atoms, 3)`` Å array as a Structure with every template atom present (as
+        ``simplefold predict`` writes it; B-factors 0)."""
+        ref = self.reference()
+        return ref.with_coords(
+            np.asarray(coords, np.float32), b_factors=np.zeros(ref.num_atoms, np.float32),
+            atom_mask=np.ones(ref.num_atoms, bool), name=f"{self.record.id}_sample_0",
+        )
 
 
 def validation_examples(
@@ -349,18 +361,8 @@ def validation_examples(
         esm_s = esm_representations(esm_model, chain.sequence, esm_cache) if condition == "esm" else None
         feats = F.featurize_chain(chain, esm_s=esm_s)
         n_real = int(feats["atom_pad_mask"].sum())
-        ca_index = np.argmax(feats["r_set_to_rep_atom"], -1)
-        compact = compact_features(feats, condition=condition)
-        padded = pad_batch([compact])
-        out.append(
-            ValidationExample(
-                record=rec,
-                feats=padded,
-                true_coords=feats["coords"][:n_real] * F.COORD_SCALE,
-                atom_mask=feats["atom_resolved_mask"][:n_real],
-                atom_residue=feats["atom_to_token_idx"][:n_real],
-                ca_index=ca_index,
-                ca_mask=feats["atom_resolved_mask"][ca_index],
-            )
-        )
+        if n_real != chain.num_atoms:
+            raise ValueError(f"{rec.id}: {n_real} feature atoms but the chain has {chain.num_atoms}")
+        padded = pad_batch([compact_features(feats, condition=condition)])
+        out.append(ValidationExample(record=rec, feats=padded, chain=chain, num_atoms=n_real))
     return out

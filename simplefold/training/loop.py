@@ -148,29 +148,107 @@ def _load_init_module(init_from: str, preset_cfg):
     return checkpoints.load_converted(cache.resolve(init_from)).module
 
 
-def _validate(graphdef, ema_params, model_state, examples, cfg: TrainConfig, step: int) -> dict[str, float]:
-    """Sample each validation chain with the EMA weights and score it (lDDT, TM, CA-RMSD)."""
+#: Sub-directory of the run with the validation samples (``step_<step>/<id>_sample_0.pdb``) and the
+#: experimental chains they are scored against (``references/<id>.pdb``): ``simplefold evaluate
+#: RUN/validation/step_<step> RUN/validation/references`` reproduces the logged ``val/*`` numbers.
+VALIDATION_DIR = "validation"
+
+
+def validation_step_dir(output_dir: str | pathlib.Path, step: int) -> pathlib.Path:
+    """Where the validation samples of ``step`` are written."""
+    return pathlib.Path(output_dir) / VALIDATION_DIR / f"step_{step}"
+
+
+def write_validation_references(output_dir: str | pathlib.Path, examples) -> pathlib.Path:
+    """Write each validation chain to ``<output_dir>/validation/references/<id>.pdb``; returns the folder."""
+    from simplefold.io.structure import write_structure
+
+    ref_dir = pathlib.Path(output_dir) / VALIDATION_DIR / "references"
+    ref_dir.mkdir(parents=True, exist_ok=True)
+    for ex in examples:
+        path = ref_dir / f"{ex.record.id}.pdb"
+        if not path.exists():
+            write_structure(path, ex.reference())
+    return ref_dir
+
+
+def check_validation_sampler(cfg: TrainConfig) -> None:
+    """Refuse validation settings on which the official sampler is numerically unstable.
+
+    With the official log-spaced grid and fewer than 230 steps the first Euler–Maruyama step
+    multiplies the initial noise (×36 for 10 steps), so validation samples explode and the
+    metrics (CA-RMSD of hundreds of Å, lDDT 0) say nothing about the model.
+    """
+    from simplefold.sampling import sampler
+
+    if cfg.validation.every_steps <= 0 or cfg.validation.num_proteins <= 0:
+        return
+    sc = sampler.SamplerConfig(num_steps=cfg.validation.num_steps, tau=cfg.validation.tau)
+    msg = sc.stability_warning()
+    if msg:
+        raise ValueError(f"validation.num_steps={cfg.validation.num_steps}: {msg}; set validation.num_steps "
+                         f">= {sampler.min_stable_steps(sc)}")
+
+
+def _validate(graphdef, ema_params, model_state, examples, cfg: TrainConfig, step: int,
+              out_dir: pathlib.Path | None = None) -> dict[str, float]:
+    """Sample each validation chain with the EMA weights and score it as ``simplefold evaluate`` does.
+
+    Every sample becomes a structure with all template atoms (as ``simplefold predict`` writes it),
+    is scored against the experimental chain with :func:`simplefold.evaluation.metrics.evaluate_pair` (TM-score,
+    GDT-TS, all-atom lDDT, CA-RMSD in Å) and, when ``out_dir`` is given, written to
+    :func:`validation_step_dir`. Also logged: median backbone geometry of the samples (N–CA, CA–CA,
+    Å), their radius of gyration relative to the native and clashes per atom
+    (:mod:`simplefold.evaluation.geometry`). A sample that fails the structure check (non-finite or beyond
+    ±9999 Å) is not written, scores 0 in lDDT/TM/GDT and is left out of the distance means; it
+    is counted in ``val/failed``.
+    """
     import jax
     from flax import nnx
 
-    from simplefold.evaluation import metrics
+    from simplefold.evaluation import geometry, metrics
+    from simplefold.io.structure import write_structure
     from simplefold.sampling import sampler
 
     model = nnx.merge(graphdef, ema_params, model_state)
-    scores: dict[str, list[float]] = {"lddt": [], "tm_score": [], "rmsd_ca": []}
+    keys = ("tm_score", "gdt_ts", "lddt", "rmsd_ca", "n_ca", "ca_ca", "rg_ratio", "clashes_per_atom")
+    scores: dict[str, list[float]] = {k: [] for k in keys}
+    failed = 0
+    step_dir = validation_step_dir(out_dir, step) if out_dir is not None else None
+    if step_dir is not None:
+        step_dir.mkdir(parents=True, exist_ok=True)
     key = jax.random.PRNGKey(cfg.validation.seed)
     for i, ex in enumerate(examples):
         y = sampler.sample(
             model, ex.feats, num_steps=cfg.validation.num_steps, tau=cfg.validation.tau, key=jax.random.fold_in(key, i)
         )
-        pred = np.asarray(sampler.postprocess(y, ex.feats["atom_pad_mask"]))[0, : len(ex.true_coords)]
-        mask = ex.atom_mask.astype(bool)
-        scores["lddt"].append(float(metrics.lddt(pred, ex.true_coords, mask, ex.atom_residue)))
-        ca_ok = ex.ca_mask.astype(bool)
-        pred_ca, true_ca = pred[ex.ca_index[ca_ok]], ex.true_coords[ex.ca_index[ca_ok]]
-        scores["tm_score"].append(float(metrics.tm_score(pred_ca, true_ca)))
-        scores["rmsd_ca"].append(float(metrics.rmsd(pred_ca, true_ca)))
-    return {f"val/{k}": float(np.mean(v)) for k, v in scores.items() if v}
+        coords = np.asarray(sampler.postprocess(y, ex.feats["atom_pad_mask"]))[0, : ex.num_atoms]
+        pred = ex.prediction(coords)
+        ref = ex.reference()
+        errors, _ = geometry.check_prediction(pred)
+        if errors:
+            failed += 1
+            logger.warning("step %d validation %s: %s", step, ex.record.id, "; ".join(errors))
+            for k in ("tm_score", "gdt_ts", "lddt"):
+                scores[k].append(0.0)
+            continue
+        if step_dir is not None:
+            write_structure(step_dir / f"{ex.record.id}_sample_0.pdb", pred)
+        e = metrics.evaluate_pair(pred, ref)
+        g = geometry.structure_geometry(pred)
+        g_ref = geometry.structure_geometry(ref, clashes=False)
+        for k in ("tm_score", "gdt_ts", "lddt", "rmsd_ca"):
+            scores[k].append(float(e[k]))
+        scores["n_ca"].append(g["n_ca"])
+        scores["ca_ca"].append(g["ca_ca"])
+        scores["rg_ratio"].append(g["rg"] / g_ref["rg"])
+        scores["clashes_per_atom"].append(g["clashes_per_atom"])
+    out = {f"val/{k}": float(np.mean(v)) for k, v in scores.items() if v}
+    for k in ("n_ca", "ca_ca", "rg_ratio"):  # medians: robust to a few wild samples
+        if scores[k]:
+            out[f"val/{k}"] = float(np.median(scores[k]))
+    out["val/failed"] = float(failed)
+    return out
 
 
 def train(
@@ -189,6 +267,7 @@ def train(
     """
     from simplefold.training import sharding
 
+    check_validation_sampler(config)
     sharding.maybe_initialize_distributed(config.mesh)
 
     import jax
@@ -268,6 +347,8 @@ def train(
         )
         if not val_examples:
             logger.warning("no %r records for validation; validation disabled", config.data.val_split)
+        elif is_main:
+            write_validation_references(out, val_examples)
 
     train_step = jax.jit(
         step_lib.make_train_step(
@@ -323,7 +404,8 @@ def train(
             val_now = bool(val_examples) and (step % config.validation.every_steps == 0)
             if val_now:
                 with jax.set_mesh(mesh):
-                    last_val = _validate(graphdef, state["ema_params"], state["model_state"], val_examples, config, step)
+                    last_val = _validate(graphdef, state["ema_params"], state["model_state"], val_examples, config, step,
+                                         out if is_main else None)
                 log.write({"step": step, **last_val})
                 logger.info("step %d validation: %s", step, {k: round(v, 4) for k, v in last_val.items()})
             if step % config.checkpoint.every_steps == 0:

@@ -1,7 +1,8 @@
 """Training losses of SimpleFold: re-aligned velocity MSE and smooth lDDT.
 
 Shapes: coordinates/velocities ``(B, N, 3)`` in model units (Å/16), masks ``(B, N)``, ``t`` ``(B,)``
-(t = 0 noise, t = 1 data). Total loss = MSE + smooth-lDDT term; there is no other term.
+(t = 0 noise, t = 1 data). Total loss = MSE + smooth-lDDT term (the official recipe), plus optional
+size and steric terms (:func:`rg_loss`, :func:`clash_loss`, off by default).
 
 The smooth-lDDT term is computed **per sample**, as the official code at ``c7a5570`` does; the
 released checkpoints were trained with the batch-averaged ε of the official code before that commit.
@@ -33,6 +34,8 @@ class LossConfig:
         0 disables the term. Ignored by the fine-tuning schedule, as in the reference.
       lddt_cutoff: inclusion radius on true distances, Å.
       lddt_weight_schedule: fine-tuning form: per-sample (1 − lDDT)·(1 + 8·relu(t − 0.5)).
+      rg_weight: weight of the size term :func:`rg_loss` (not in the official recipe; 0 = off).
+      clash_weight: weight of the steric term :func:`clash_loss` (not in the official recipe; 0 = off).
     """
 
     # the defaults are those of the training config's loss section (the one place they are stated)
@@ -40,6 +43,8 @@ class LossConfig:
     smooth_lddt_weight: float = LossSection.smooth_lddt_weight
     lddt_cutoff: float = LossSection.lddt_cutoff
     lddt_weight_schedule: bool = LossSection.lddt_time_schedule
+    rg_weight: float = LossSection.rg_weight
+    clash_weight: float = LossSection.clash_weight
 
 
 def masked_mse(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
@@ -120,6 +125,46 @@ def smooth_lddt_loss(
     return (1.0 - jnp.mean(lddt)) * config.smooth_lddt_weight, lddt
 
 
+def radius_of_gyration(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """``(B,)`` radius of gyration of ``x`` ``(B, N, 3)`` over the atoms with ``mask`` ``(B, N)``."""
+    m = mask.astype(jnp.float32)
+    c = flow.center(x.astype(jnp.float32), m)
+    n = jnp.maximum(jnp.sum(m, axis=-1), 1.0)
+    return jnp.sqrt(jnp.sum(jnp.sum(c * c, axis=-1) * m, axis=-1) / n + 1e-12)
+
+
+def rg_loss(pred: jax.Array, true: jax.Array, mask: jax.Array) -> jax.Array:
+    """Size term: mean over samples of (Rg(pred)/Rg(true) − 1)², Rg over the atoms with ``mask``.
+
+    Under uncertainty the MSE-optimal one-step estimate x̂1 is an average of the plausible
+    structures, which is smaller than any of them; with the official sampler at τ < 1 the state
+    follows x̂1 and samples shrink. This term asks every x̂1 to have the size of the truth.
+    """
+    ratio = radius_of_gyration(pred, mask) / jnp.maximum(radius_of_gyration(jax.lax.stop_gradient(true), mask), 1e-6)
+    return jnp.mean(jnp.square(ratio - 1.0))
+
+
+#: :func:`clash_loss`: pairs farther apart than this in the truth (Å; bonded and 1–3 pairs are closer)
+#: are penalised when the prediction brings them closer than ``_CLASH_MIN`` Å.
+_CLASH_TRUE_MIN = 3.0
+_CLASH_MIN = 2.5
+
+
+def clash_loss(pred: jax.Array, true: jax.Array, mask: jax.Array) -> jax.Array:
+    """Steric term: mean over samples of Σ_pairs relu(2.5 Å − d_pred) / #atoms, over pairs of
+    resolved atoms that are more than 3 Å apart in the truth (so not bonded, not 1–3).
+
+    The smooth-lDDT term only sees pairs within 15 Å in the truth; atoms that are far apart in the
+    native but collide in a (wrong, compact) prediction cost nothing there. Coordinates in Å.
+    """
+    pred = pred.astype(jnp.float32)
+    true = jax.lax.stop_gradient(true.astype(jnp.float32))
+    m = mask.astype(jnp.float32)
+    pair = (_pairwise_distances(true) > _CLASH_TRUE_MIN).astype(jnp.float32) * (m[:, :, None] * m[:, None, :])
+    overlap = jax.nn.relu(_CLASH_MIN - _pairwise_distances(pred)) * pair
+    return jnp.mean(0.5 * jnp.sum(overlap, axis=(-1, -2)) / jnp.maximum(jnp.sum(m, axis=-1), 1.0))
+
+
 def flow_matching_loss(
     prediction: jax.Array | Callable[[jax.Array, jax.Array], jax.Array],
     x_t: jax.Array,
@@ -150,7 +195,8 @@ def flow_matching_loss(
       config: :class:`LossConfig`.
 
     Returns:
-      ``(loss, aux)`` with aux keys ``mse``, ``smooth_lddt_loss``, ``lddt`` ``(B,)``, ``loss``.
+      ``(loss, aux)`` with aux keys ``mse``, ``smooth_lddt_loss``, ``lddt`` ``(B,)``, ``rg_loss`` /
+      ``clash_loss`` (when their weights are ≠ 0), ``loss``.
     """
     v = prediction(x_t, t) if callable(prediction) else prediction
     tb = flow.broadcast_time(t, x_t)
@@ -165,12 +211,21 @@ def flow_matching_loss(
 
     aux: dict[str, Any] = {"mse": mse}
     loss = mse
+    # the one-step estimate and the truth, centred, in Å (the lDDT and steric terms work in Å)
+    pred_a = flow.center(x1_hat.astype(jnp.float32), pad_mask) * COORD_SCALE
+    true_a = flow.center(x1.astype(jnp.float32), pad_mask) * COORD_SCALE
     if config.lddt_weight_schedule or config.smooth_lddt_weight != 0.0:
-        pred_a = flow.center(x1_hat.astype(jnp.float32), pad_mask) * COORD_SCALE
-        true_a = flow.center(x1.astype(jnp.float32), pad_mask) * COORD_SCALE
         lddt_loss, lddt = smooth_lddt_loss(pred_a, true_a, resolved_mask, t, config)
         aux["smooth_lddt_loss"] = lddt_loss
         aux["lddt"] = lddt
         loss = loss + lddt_loss
+    if config.clash_weight != 0.0:
+        clash = clash_loss(pred_a, true_a, resolved_mask)
+        aux["clash_loss"] = clash
+        loss = loss + config.clash_weight * clash
+    if config.rg_weight != 0.0:
+        rg = rg_loss(x1_hat, x1, resolved_mask)
+        aux["rg_loss"] = rg
+        loss = loss + config.rg_weight * rg
     aux["loss"] = loss
     return loss, aux

@@ -95,10 +95,15 @@ class ChainsSection:
 
 @dataclasses.dataclass(frozen=True)
 class SamplesSection:
-    """Structures per chain: ``num_samples`` from noise and ``num_partial`` from a noised truth."""
+    """Structures per chain: ``num_samples`` from noise and ``num_partial`` from a noised truth.
+
+    ``num_steps`` (from noise, official log grid) should be ≥ 230: with fewer the first sampler
+    step amplifies the noise and the samples explode (``SamplerConfig.noise_gains``); a warning
+    is logged. Partial trajectories start at t0 ≥ 0.4 on a uniform grid and are stable.
+    """
 
     num_samples: int = 2
-    num_steps: int = 25
+    num_steps: int = 250
     tau: float = TAU_TRAINING
     num_partial: int = 2
     #: t0 of a partial trajectory, drawn per chain from this list (higher = closer to the truth).
@@ -790,6 +795,12 @@ def train_plddt(
     out = pathlib.Path(out_dir).expanduser().absolute()
     if out.exists() and not overwrite:
         raise ExportError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
+    if cfg.samples.num_samples > 0:
+        from simplefold.sampling.sampler import SamplerConfig
+
+        unstable = SamplerConfig(num_steps=cfg.samples.num_steps, tau=cfg.samples.tau).stability_warning()
+        if unstable:  # the head would learn from exploded structures that predict never writes
+            logger.warning("samples.num_steps=%d: %s", cfg.samples.num_steps, unstable)
     loaded = load_model(model, plddt=False)
     network, folding_cfg = loaded.network, loaded.config
     esm_encoder = loaded.ensure_esm() if loaded.condition == "esm" else None

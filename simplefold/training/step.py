@@ -37,6 +37,8 @@ def loss_config(loss: LossSection) -> losses.LossConfig:
         smooth_lddt_weight=loss.smooth_lddt_weight,
         lddt_cutoff=loss.lddt_cutoff,
         lddt_weight_schedule=loss.lddt_time_schedule,
+        rg_weight=loss.rg_weight,
+        clash_weight=loss.clash_weight,
     )
 
 
@@ -52,7 +54,18 @@ def sample_train_time(key: jax.Array, shape: tuple[int, ...], method: str) -> ja
     raise ValueError(f"loss.time_sampling must be one of {', '.join(TIME_SAMPLINGS)}, got {method!r}")
 
 
-def _protein_loss(params, model_state, feats, key, *, graphdef, multiplicity, cfg, augment, time_sampling):
+def noise_scales(key: jax.Array, n: int, fraction: float, minimum: float) -> jax.Array:
+    """Per-copy noise scale κ ``(n,)``: 1, or with probability ``fraction`` log-uniform in [minimum, 1]."""
+    if fraction <= 0.0:
+        return jnp.ones((n,), jnp.float32)
+    k_pick, k_scale = jax.random.split(key)
+    low = jnp.log(jnp.float32(minimum))
+    kappa = jnp.exp(jax.random.uniform(k_scale, (n,), jnp.float32, low, 0.0))
+    return jnp.where(jax.random.uniform(k_pick, (n,)) < fraction, kappa, 1.0)
+
+
+def _protein_loss(params, model_state, feats, key, *, graphdef, multiplicity, cfg, augment, time_sampling,
+                  noise_scale=(0.0, 1.0)):
     """Loss of one protein (unbatched feats) with ``multiplicity`` copies; returns (loss, aux)."""
     model = nnx.merge(graphdef, params, model_state)
     k_aug, k_t, k_noise = jax.random.split(key, 3)
@@ -65,11 +78,15 @@ def _protein_loss(params, model_state, feats, key, *, graphdef, multiplicity, cf
         x1 = flow.center(x, pad)
     t = sample_train_time(k_t, (multiplicity,), time_sampling)
     x0 = jax.random.normal(k_noise, x1.shape, jnp.float32)
+    if noise_scale[0] > 0.0:
+        # own key: runs without the augmentation keep their exact random streams
+        kappa = noise_scales(jax.random.fold_in(k_noise, 1), multiplicity, *noise_scale)
+        x0 = x0 * kappa[:, None, None]
     x_t = flow.interpolate(x0, x1, t)
     net_feats = {k: v[None] for k, v in feats.items() if k not in _TARGET_KEYS}
     v = model(x_t, t, net_feats)["predict_velocity"].astype(jnp.float32)
     loss, aux = losses.flow_matching_loss(v, x_t, x0, x1, t, resolved, pad, cfg)
-    return loss, {k: jnp.mean(aux[k]) for k in ("mse", "smooth_lddt_loss", "lddt") if k in aux}
+    return loss, {k: jnp.mean(aux[k]) for k in ("mse", "smooth_lddt_loss", "lddt", "rg_loss", "clash_loss") if k in aux}
 
 
 def make_train_step(
@@ -88,6 +105,11 @@ def make_train_step(
     (before clipping), ``lr``.
     """
     cfg = loss_config(loss)
+    if not (0.0 <= loss.noise_scale_fraction <= 1.0 and 0.0 < loss.noise_scale_min <= 1.0):
+        raise ValueError(
+            "loss.noise_scale_fraction must be in [0, 1] and loss.noise_scale_min in (0, 1], got "
+            f"{loss.noise_scale_fraction} and {loss.noise_scale_min}"
+        )
     if loss.time_sampling not in TIME_SAMPLINGS:
         raise ValueError(f"loss.time_sampling must be one of {', '.join(TIME_SAMPLINGS)}, got {loss.time_sampling!r}")
     schedule = optax.linear_schedule(optim.min_lr, optim.lr, optim.warmup_steps) if optim.warmup_steps > 0 else None
@@ -99,6 +121,7 @@ def make_train_step(
             functools.partial(
                 _protein_loss, graphdef=graphdef, multiplicity=multiplicity, cfg=cfg, augment=augment,
                 time_sampling=loss.time_sampling,
+                noise_scale=(loss.noise_scale_fraction, loss.noise_scale_min),
             ),
             in_axes=(None, None, 0, 0),
         )(params, model_state, batch, keys)

@@ -276,3 +276,54 @@ def test_predict_bfloat16_precision_is_recorded_and_refolds(tiny_model_dir, tmp_
     assert _manifest(out)["alpha"]["status"] == "skipped"
     with pytest.raises(SystemExit):
         main(args + ["--precision", "float16"])
+
+
+# ----------------------------------------------------------------------------- structure check, unstable grid
+
+
+def _diverging(kind: str):
+    """A 'network' whose samples diverge: v = 50·y (grows ~e^50: finite, beyond PDB columns) or 1e4·y (overflows)."""
+    import jax.numpy as jnp
+
+    from simplefold.predict.loading import LoadedModel
+
+    def net(y, t, feats):
+        v = y * (50.0 if kind == "huge" else 1e4)
+        return {"predict_velocity": v}
+
+    return LoadedModel(network=net, name=f"diverging_{kind}")
+
+
+@pytest.mark.parametrize(("kind", "message"), [("huge", "diverged"), ("overflow", "non-finite")])
+def test_predict_reports_a_failed_structure_check_per_target(tmp_path, kind, message, caplog):
+    """A diverged prediction is a per-target failure in the manifest and the log, never a writer exception,
+    and no file of that target is written."""
+    from simplefold.predict import run as predict_run
+    from simplefold.predict.options import FoldOptions
+    from simplefold.predict.targets import Target
+
+    out = tmp_path / "out"
+    report = predict_run.predict_to_directory(
+        [Target("pep", SEQS["beta"])], out, _diverging(kind), FoldOptions(num_steps=230, plddt=False, seed=0)
+    )
+    assert report.failed == ["pep"]
+    entry = _manifest(out)["pep"]
+    assert entry["status"] == "failed" and "structure check" in entry["reason"] and message in entry["reason"]
+    assert "sample 0" in entry["reason"]
+    assert not (out / "pep").exists()
+    assert any("structure check" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+
+def test_predict_warns_about_an_unstable_step_count(tiny_model_dir, tmp_path, caplog):
+    """--steps below 230 (official log grid): a clear warning in the log, the manifest and summary.json."""
+    out = tmp_path / "out"
+    fasta = _fasta(tmp_path / "in.fasta", {"alpha": SEQS["alpha"]})
+    assert main(["predict", str(fasta), "-o", str(out), "--model", str(tiny_model_dir), "--steps", STEPS,
+                 "--no-plddt", "--no-progress"]) == 0
+    entry = _manifest(out)["alpha"]
+    assert entry["status"] == "ok"
+    assert "20 sampler steps are numerically unstable" in entry["warnings"][0]
+    assert "stable from 230 steps" in entry["warnings"][0]
+    summary = json.loads((out / "alpha" / "summary.json").read_text())
+    assert summary["sampler_warning"] == entry["warnings"][0]
+    assert any("numerically unstable" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)

@@ -218,3 +218,36 @@ def test_sampler_end_to_end_500_steps(official_model):
         sampler.postprocess(out, feats["atom_pad_mask"]), s["denoised_coords_angstrom"],
         atol=16 * END_TO_END_500["atol"], rtol=END_TO_END_500["rtol"],
     )
+
+
+# ----------------------------------------------------------------------------- stability of the grid
+
+
+def test_noise_gain_matches_a_step_with_an_exact_denoiser():
+    """For data concentrated on one structure x*, the exact velocity is (x* − y)/(1 − t); one official
+    step then maps the noise n = y − t·x* to g·n with g from ``SamplerConfig.noise_gains``."""
+    cfg = sampler.SamplerConfig(num_steps=10, tau=0.0)
+    grid = cfg.time_grid()
+    gains = cfg.noise_gains()
+    rng = np.random.default_rng(0)
+    x_star = jnp.asarray(rng.normal(size=(1, 40, 3)) * 0.6, jnp.float32)
+    for i in range(cfg.num_steps):
+        t, t_next = float(grid[i]), float(grid[i + 1])
+        noise = jnp.asarray(rng.normal(size=(1, 40, 3)), jnp.float32)
+        y = t * x_star + (1.0 - t) * noise
+        v = (x_star - y) / (1.0 - t)
+        y_next = sampler.em_update(y, v, grid[i], grid[i + 1], jnp.zeros_like(y), 0.0, cfg.w_cutoff)
+        ratio = np.asarray(y_next - t_next * x_star) / np.asarray(y - t * x_star)
+        np.testing.assert_allclose(ratio, gains[i], rtol=2e-3, atol=2e-4)
+
+
+def test_official_grid_is_unstable_below_230_steps():
+    assert sampler.SamplerConfig(num_steps=10).max_noise_gain() == pytest.approx(36.27, abs=0.01)
+    assert sampler.SamplerConfig(num_steps=100).max_noise_gain() == pytest.approx(3.54, abs=0.01)
+    assert sampler.min_stable_steps() == 230
+    assert not sampler.SamplerConfig(num_steps=229).stable and sampler.SamplerConfig(num_steps=230).stable
+    assert sampler.SamplerConfig().stable and sampler.SamplerConfig().stability_warning() is None  # 500
+    msg = sampler.SamplerConfig(num_steps=20).stability_warning()
+    assert "20 sampler steps" in msg and "19.8×" in msg and "stable from 230 steps" in msg
+    # the uniform grid has a small first step only with many steps
+    assert sampler.min_stable_steps(sampler.SamplerConfig(log_timesteps=False)) == 100

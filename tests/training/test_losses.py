@@ -135,3 +135,54 @@ def test_flow_matching_loss_callable_and_gradient():
     assert np.isfinite(float(g)) and float(g) != 0.0
     # pred x̂1 = x_t + v (1 - t) = x_t + scale (x1 - x_t): scale 1 is perfect
     assert float(loss_of(jnp.float32(1.0))) < float(loss_of(w))
+
+
+def test_rg_loss_measures_relative_size():
+    x0, x1, t, x_t = _noised(11)
+    mask = np.ones((2, 40), np.float32)
+    assert float(losses.rg_loss(x1, x1, mask)) == pytest.approx(0.0, abs=1e-10)
+    moved = np.einsum("bni,ij->bnj", x1, _rot(3)) + np.float32(2.0)  # rotation + translation: same size
+    assert float(losses.rg_loss(moved, x1, mask)) == pytest.approx(0.0, abs=1e-8)
+    assert float(losses.rg_loss(0.5 * x1, x1, mask)) == pytest.approx(0.25, rel=1e-5)
+    rg = np.sqrt(np.mean(np.sum((x1 - x1.mean(1, keepdims=True)) ** 2, -1), -1))
+    np.testing.assert_allclose(np.asarray(losses.radius_of_gyration(x1, mask)), rg, rtol=1e-5)
+    v = (x1 - x_t) / (1 - t[:, None, None])  # perfect velocity: x̂1 = x1
+    cfg = losses.LossConfig(smooth_lddt_weight=0.0, rg_weight=3.0)
+    _, aux = losses.flow_matching_loss(0.7 * v, x_t, x0, x1, t, mask, mask, cfg)
+    assert float(aux["rg_loss"]) > 0 and float(aux["loss"]) == pytest.approx(float(aux["mse"]) + 3.0 * float(aux["rg_loss"]), rel=1e-5)
+    _, aux = losses.flow_matching_loss(v, x_t, x0, x1, t, mask, mask, cfg)
+    assert float(aux["rg_loss"]) < 1e-8
+
+
+def test_noise_scales_are_one_or_log_uniform():
+    from simplefold.training import step
+
+    key = jax.random.key(0)
+    np.testing.assert_array_equal(np.asarray(step.noise_scales(key, 64, 0.0, 0.05)), np.ones(64))
+    k = np.asarray(step.noise_scales(key, 20000, 0.5, 0.05))
+    scaled = k[k < 1.0]
+    assert 0.47 < len(scaled) / len(k) < 0.53
+    assert scaled.min() >= 0.05 and scaled.max() <= 1.0
+    # log-uniform on [log 0.05, 0]: the median is sqrt(0.05)
+    assert np.median(scaled) == pytest.approx(np.sqrt(0.05), rel=0.05)
+    assert np.all(np.asarray(step.noise_scales(key, 100, 1.0, 0.05)) < 1.0)
+
+
+def test_clash_loss_penalises_only_new_close_contacts():
+    from conftest import FIXTURES
+
+    from simplefold.io.structure import read_structure
+
+    s = read_structure(FIXTURES / "training" / "1PGA.pdb.gz")
+    x = np.asarray(s.coords, np.float32)[None]
+    m = np.ones(x.shape[:2], np.float32)
+    assert float(losses.clash_loss(x, x, m)) == 0.0  # bonds and native contacts are not clashes
+    y = x.copy()
+    y[0, 100] = x[0, 300] + np.float32([1.0, 0.0, 0.0])  # atom 100 lands 1 Å from atom 300
+    d_true = np.linalg.norm(x[0, 100] - x[0, 300])
+    assert d_true > 3.0
+    got = float(losses.clash_loss(y, x, m))
+    assert got >= 1.5 / x.shape[1] - 1e-6  # at least the (2.5 − 1.0) Å overlap of that pair, per atom
+    m[0, 100] = 0.0  # masked atoms do not count
+    assert float(losses.clash_loss(y, x, m)) < got
+    assert float(losses.clash_loss(0.5 * x, x, np.ones_like(m))) > 1.0

@@ -351,7 +351,7 @@ def test_learns_one_protein(tmp_path):
         "loop": {"output_dir": str(tmp_path / "run"), "max_steps": steps, "log_every": 20, "seed": 0,
                  "progress_bar": False, "tensorboard": False, "compute_dtype": "float32"},
         "checkpoint": {"every_steps": 10_000, "keep_best": 0},
-        "validation": {"every_steps": steps, "num_proteins": 1, "num_steps": 50, "max_tokens": 64, "seed": 0},
+        "validation": {"every_steps": steps, "num_proteins": 1, "num_steps": 250, "max_tokens": 64, "seed": 0},
         "mesh": {"distributed": "false"},
     }
     t0 = time.time()
@@ -407,3 +407,13 @@ def test_esm_conditioned_training(prepared, tmp_path):
         assert not batch["esm_s"][p, m:].any()  # padding
     result = train(cfg)
     assert result.final_step == 2 and np.isfinite(result.last_metrics["loss"])
+
+
+def test_unstable_validation_sampler_is_refused(prepared, tmp_path):
+    """validation.num_steps below 230 (official log grid) would validate with exploding samples."""
+    from simplefold.training.loop import train
+
+    cfg = _tiny_config(prepared, tmp_path / "run", validation={"every_steps": 2, "num_proteins": 1, "num_steps": 10})
+    with pytest.raises(ValueError, match=r"validation\.num_steps=10.*unstable.*>= 230"):
+        train(C.config_from_dict(cfg))
+    assert not (tmp_path / "run" / "checkpoints").exists()
