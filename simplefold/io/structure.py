@@ -13,7 +13,6 @@ Writing goes through biotite, adds ``OXT`` on each chain's C-terminus and, for P
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import gzip
 import io
 import logging
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simplefold import residues
+from simplefold.io import cif_metadata
 from simplefold.utils.files import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -383,7 +383,7 @@ def structure_from_sequence(
         res_names = [residues.LETTER_TO_RES_NAME.get(c, "UNK") for c in part]
         res_names = [r if r in _STANDARD_RES_NAMES else "UNK" for r in res_names]
         chains.append(_chain_from_residues(cid, res_names, range(1, len(part) + 1), [""] * len(part)))
-    skeleton = Structure(name=name, chains=tuple(chains))
+    skeleton = Structure(name=name, chains=tuple(chains), method=cif_metadata.PREDICTION_METHOD)
     coords = np.asarray(coords, np.float32)
     if coords.shape != (skeleton.num_atoms, 3):
         raise ValueError(
@@ -943,18 +943,62 @@ def _same_atoms(a, b) -> bool:
     )
 
 
-def _pdb_header(structure: Structure) -> list[str]:
-    date = datetime.date.today().strftime("%d-%b-%y").upper()
+def _pdb_header(structure: Structure, n_models: int) -> list[str]:
+    # no date: identical inputs give byte-identical files
+    title = structure.name if n_models == 1 else f"{structure.name}, ensemble of {n_models} models"
     lines = [
-        f"HEADER    {'PROTEIN':<40}{date:>9}   {'XXXX':4}",
-        f"TITLE     {structure.name[:70]}",
+        f"HEADER    {'PROTEIN':<40}{'':>9}   {'XXXX':4}".rstrip(),
+        f"TITLE     {title[:70]}",
     ]
     if structure.method:
         lines.append(f"EXPDTA    {structure.method[:70]}")
     if structure.resolution is not None:
         lines.append(f"REMARK   2 RESOLUTION. {structure.resolution:7.2f} ANGSTROMS.")
+    lines += cif_metadata.seqres_records(structure, _output_chain_ids(structure))
     lines.append("CRYST1    1.000    1.000    1.000  90.00  90.00  90.00 P 1           1")
     return lines
+
+
+def _with_ter(body: list[str]) -> list[str]:
+    """PDB body lines with a TER record after the last atom of each chain in each model."""
+    out: list[str] = []
+    serial = 0
+    for k, line in enumerate(body):
+        out.append(line)
+        if line.startswith(("ATOM  ", "HETATM")):
+            serial = int(line[6:11])
+            nxt = body[k + 1] if k + 1 < len(body) else ""
+            if not nxt.startswith(("ATOM  ", "HETATM")) or nxt[21] != line[21]:
+                out.append(f"TER   {serial + 1:>5}      {line[17:20]} {line[21]}{line[22:27]}".rstrip())
+    return out
+
+
+def _add_cif_metadata(cif_file, atoms, structure: Structure, block: str, binary: bool) -> None:
+    """The categories of :mod:`simplefold.io.cif_metadata` plus consistent atom_site label columns."""
+    from biotite.structure.io import pdbx
+
+    from simplefold import __version__
+
+    import biotite.structure as struc
+
+    chain_ids = _output_chain_ids(structure)
+    blk = cif_file.block
+    stacked = isinstance(atoms, struc.AtomArrayStack)
+    entity_id, seq_id = cif_metadata.label_columns(atoms[0] if stacked else atoms, structure, chain_ids)
+    n_models = atoms.stack_depth() if stacked else 1
+    site = blk["atom_site"]
+    cat_cls = pdbx.BinaryCIFCategory if binary else pdbx.CIFCategory
+    cols = {name: site[name] for name in site.keys()}  # column objects: keep their masks ('.' / '?')
+    cols["label_entity_id"] = np.tile(entity_id, n_models)
+    cols["label_seq_id"] = np.tile(seq_id, n_models)
+    ordered = {}
+    for name, values in cif_metadata.categories(structure, chain_ids, block, __version__).items():
+        ordered[name] = cat_cls({k: np.asarray(v) for k, v in values.items()})
+    ordered["atom_site"] = cat_cls(cols)
+    for name in list(blk.keys()):
+        del blk[name]
+    for name, cat in ordered.items():
+        blk[name] = cat
 
 
 def _serialize(structures: list[Structure], fmt: str) -> bytes:
@@ -980,8 +1024,8 @@ def _serialize(structures: list[Structure], fmt: str) -> bytes:
             raise ValueError(f"{structures[0].name}: chain IDs {long_ids} are longer than PDB allows; use .cif")
         pdb_file = biotite_pdb.PDBFile()
         pdb_file.set_structure(atoms)
-        body = [line for line in pdb_file.lines if line.strip()]
-        text = "\n".join(_pdb_header(structures[0]) + body)
+        body = _with_ter([line for line in pdb_file.lines if line.strip()])
+        text = "\n".join(_pdb_header(structures[0], len(structures)) + body)
         if not body or body[-1].strip() != "END":
             text += "\nEND"
         return (text + "\n").encode()
@@ -989,11 +1033,13 @@ def _serialize(structures: list[Structure], fmt: str) -> bytes:
     if fmt == "cif":
         cif_file = pdbx.CIFFile()
         pdbx.set_structure(cif_file, atoms, data_block=block)
+        _add_cif_metadata(cif_file, atoms, structures[0], block, binary=False)
         buf = io.StringIO()
         cif_file.write(buf)
         return buf.getvalue().encode()
     bcif_file = pdbx.BinaryCIFFile()
     pdbx.set_structure(bcif_file, atoms, data_block=block)
+    _add_cif_metadata(bcif_file, atoms, structures[0], block, binary=True)
     buf = io.BytesIO()
     bcif_file.write(buf)
     return buf.getvalue()
