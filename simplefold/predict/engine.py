@@ -205,13 +205,14 @@ class Folder(_Placement):
         self.sampler_config = options.sampler_config()
         self.budget = int(options.max_memory_gb * 1e9) if options.max_memory_gb else default_memory_budget(self.devices)
         self.device_kind = self.devices[0].device_kind if self.devices[0].platform != "cpu" else "cpu"
-        vm = sampler.as_velocity_model(model.network)
+        # a Folder without a network (pLDDT phase of a phased run) only scores saved samples
+        vm = sampler.as_velocity_model(model.network) if model.network is not None else None
         from simplefold.model.folding import FoldingDiT
 
         self._network_features = isinstance(_module_of(model.network), FoldingDiT) and (
             not options.plddt or model.plddt_latent is None or isinstance(_module_of(model.plddt_latent), FoldingDiT)
         )
-        self._velocity = dataclasses.replace(vm, params=self._replicate(vm.params))
+        self._velocity = dataclasses.replace(vm, params=self._replicate(vm.params)) if vm is not None else None
         self.plddt_enabled = options.plddt and model.plddt_head is not None
         if options.plddt and model.plddt_head is None:
             logger.warning("model %s has no pLDDT head: pLDDT is not computed (B-factors are 0)", model.name)
