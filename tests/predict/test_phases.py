@@ -71,3 +71,37 @@ def test_samples_of_other_settings_are_sampled_again(tiny_model_dir, tmp_path):
     # another seed: the earlier output does not count, the target is sampled and scored again
     predict_to_directory(targets, out, str(tiny_model_dir), FoldOptions(num_samples=1, seed=2, num_steps=STEPS))
     assert _summary(out, "a")["seed"] == 2 and _summary(out, "a")["samples"][0]["plddt"] != first
+
+
+def test_folding_network_released_before_a_separate_plddt_latent_is_loaded(tiny_model_dir, tmp_path, monkeypatch):
+    """The released-model path: the pLDDT latent is another network (the 1.6B), loaded only after
+    the folding network's buffers are deleted."""
+    from simplefold.predict import loading
+
+    options = FoldOptions(num_samples=2, seed=3, num_steps=STEPS)
+    expected = fold(SEQS, str(tiny_model_dir), num_samples=2, seed=3, num_steps=STEPS)
+    released = []
+    real_release = phases.release_arrays
+
+    def release(*trees):
+        released.extend(trees)
+        real_release(*trees)
+
+    def separate_pair(path, cfg, *, network=None, offline=False, precision=None):
+        assert network is None and released, "the folding network must be released first"
+        latent, _ = loading._load_dir(path, precision)  # the same weights, loaded as a separate latent
+        _, head, _ = loading.load_plddt_pair(path, cfg, precision=precision)
+        return latent, head, "separate latent"
+
+    monkeypatch.setattr(phases, "release_arrays", release)
+    monkeypatch.setattr(phases, "plddt_needs_network", lambda path, cfg: False)
+    monkeypatch.setattr(phases, "load_plddt_pair", separate_pair)
+    predict_to_directory(as_targets(SEQS), tmp_path / "out", str(tiny_model_dir), options)
+    from flax import nnx
+    import jax
+
+    assert any(leaf.is_deleted() for t in released for leaf in jax.tree.leaves(nnx.state(t.module)))
+    for res in expected:
+        summary = _summary(tmp_path / "out", res.name)
+        for s, got in zip(res.samples, summary["samples"]):
+            np.testing.assert_allclose(got["plddt"], np.round(s.plddt, 2), atol=0.006)
