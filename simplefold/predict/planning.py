@@ -157,19 +157,38 @@ def _esm_activation_bytes(esm, num_tokens: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class PhaseEstimate:
-    """Bytes of one phase of a run: ``weights + fixed + batch * per_sample``.
+    """Bytes of one phase of a run: ``weights + base + max(load, work + batch * per_sample)``.
 
-    ``fixed`` counts :data:`RUNTIME_BYTES`, the features and activations that do not grow with the
-    number of samples per call; ``per_sample`` is 0 for the ESM phase.
+    ``base`` is :data:`RUNTIME_BYTES`; ``load`` the read buffers in flight while the phase's
+    weights are restored (:func:`_load_transient`), gone before any network runs; ``work`` the
+    features and activations that do not grow with the number of samples per call;
+    ``per_sample`` is 0 for the ESM phase.
     """
 
     name: str
     weights: int
-    fixed: int
+    base: int
+    load: int
+    work: int
     per_sample: int
 
     def total(self, batch: int) -> int:
-        return self.weights + self.fixed + batch * self.per_sample
+        return self.weights + self.base + max(self.load, self.work + batch * self.per_sample)
+
+
+#: Read buffers in flight while restoring, as a fraction of the checkpoint bytes in flight
+#: (at most ``RESTORE_CONCURRENT_GB``): arrays read in their stored dtype (measured peak over the
+#: weights: 1.30x for ESM2, 1.33x for a float32 folding model), and arrays converted to bfloat16
+#: on the way in (the float32 read buffer next to its bfloat16 copy).
+_LOAD_IN_PLACE = 0.35
+_LOAD_CONVERTED = 1.0
+
+
+def _load_transient(file_bytes: int, converted: bool) -> int:
+    from simplefold.weights.checkpoints import RESTORE_CONCURRENT_GB
+
+    in_flight = min(file_bytes, int(RESTORE_CONCURRENT_GB * 1e9))
+    return int(in_flight * (_LOAD_CONVERTED if converted else _LOAD_IN_PLACE))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,17 +209,17 @@ class MemoryEstimate:
         """Largest batch fitting ``budget`` bytes in every phase (0 if not even one sample fits)."""
         best = 1 << 30
         for p in self.phases:
-            free = budget - p.weights - p.fixed
-            if free < 0 or (p.per_sample and free < p.per_sample):
+            free = budget - p.weights - p.base
+            if free < p.load or free < p.work + p.per_sample:
                 return 0
             if p.per_sample:
-                best = min(best, int(free // p.per_sample))
+                best = min(best, int((free - p.work) // p.per_sample))
         return best
 
 
 def estimate_memory(
     cfg, num_tokens: int, num_atoms: int, batch: int = 1, *, plddt: bool = False, plddt_latent_cfg=None,
-    plddt_head_cfg=None, precision: str | None = None,
+    plddt_head_cfg=None, precision: str | None = None, widen_bf16_kernels: bool = False,
 ) -> MemoryEstimate:
     """Estimated memory of each phase of folding one target (host RAM on CPU, device memory elsewhere).
 
@@ -212,6 +231,11 @@ def estimate_memory(
         ``plddt_latent_cfg`` (when given; the 1.6B for released models; None or ``cfg`` means the
         folding network's own latent, which then stays resident with the head).
       precision: weights' storage (:func:`parameter_bytes`).
+      widen_bf16_kernels: count a float32 copy of every bfloat16 kernel in the phase's work memory.
+        XLA:CPU widens bfloat16 matmul operands to float32 and hoists the loop-invariant weight
+        conversion out of the sampler's scan (measured with ``benchmarks/memory.py``, 100M: +0.23
+        GB sampling, +0.34 GB pLDDT over float32 for 0.39 GB of float32 kernels), so on CPU bf16
+        storage saves nothing at the peak of a phase; :func:`plan_target` sets it on CPU.
 
     Phases (see the module docstring): ``esm`` (only for ESM-conditioned models), ``sampling`` and
     ``plddt``. Weights come from :func:`parameter_bytes` of each network's real config;
@@ -222,21 +246,33 @@ def estimate_memory(
     phases = []
     esm = esm_config(cfg)
     if esm is not None:
-        phases.append(PhaseEstimate("esm", parameter_bytes(esm), RUNTIME_BYTES + _esm_activation_bytes(esm, num_tokens), 0))
+        w = parameter_bytes(esm)  # stored as in the file (float16 kernels)
+        phases.append(PhaseEstimate("esm", w, RUNTIME_BYTES, _load_transient(w, False),
+                                    _esm_activation_bytes(esm, num_tokens), 0))
     from simplefold.sampling import sampler
 
     fold_w = parameter_bytes(cfg, precision)
     one = sampler.estimate_sample_memory(cfg, num_atoms, num_tokens, 1)
     shared = sampler.estimate_sample_memory(cfg, num_atoms, num_tokens, 0)
     state = 4 * num_atoms * 3 * 6  # sampler state, noise, velocity
-    phases.append(PhaseEstimate("sampling", fold_w, RUNTIME_BYTES + feats + shared, one - shared + state))
+    # converted checkpoints hold float32: bfloat16 kernels are converted while restoring
+    bf16 = fold_w < 4 * count_parameters(cfg)
+    widened = 2 * (4 * count_parameters(cfg) - fold_w) if widen_bf16_kernels else 0  # 2 bytes saved per kernel entry
+    phases.append(PhaseEstimate("sampling", fold_w, RUNTIME_BYTES, _load_transient(4 * count_parameters(cfg), bf16),
+                                feats + shared + widened, one - shared + state))
     if plddt and (plddt_head_cfg is not None or (plddt_latent_cfg is not None and plddt_latent_cfg != cfg)):
         own_latent = plddt_latent_cfg is None or plddt_latent_cfg == cfg
         latent = cfg if own_latent else plddt_latent_cfg
-        w = parameter_bytes(plddt_head_cfg, precision) if plddt_head_cfg is not None else 0
-        w += parameter_bytes(latent, precision)
+        nets = ([plddt_head_cfg] if plddt_head_cfg is not None else []) + ([] if own_latent else [latent])
+        w = sum(parameter_bytes(c, precision) for c in nets) + (fold_w if own_latent else 0)
+        f32 = sum(4 * count_parameters(c) for c in nets)  # what this phase restores
+        load = _load_transient(f32, sum(parameter_bytes(c, precision) for c in nets) < f32)
+        work = feats
+        if widen_bf16_kernels:
+            f32_all = f32 + (4 * count_parameters(cfg) if own_latent else 0)
+            work += 2 * (f32_all - w)
         per = int(_ACTIVATION_SAFETY * _activation_bytes_per_sample(latent, num_tokens, num_atoms)) + 4 * num_atoms * 3
-        phases.append(PhaseEstimate("plddt", w, RUNTIME_BYTES + feats, per))
+        phases.append(PhaseEstimate("plddt", w, RUNTIME_BYTES, load, work, per))
     return MemoryEstimate(phases=tuple(phases), batch=batch)
 
 
@@ -364,7 +400,7 @@ def plan_target(
         return TargetPlan(target.name, m, n, mb, nb, samples, chunk, 0, float("nan"))
     plddt = options.plddt
     est = estimate_memory(cfg, mb, nb, 1, plddt=plddt, plddt_latent_cfg=plddt_latent_cfg, plddt_head_cfg=plddt_head_cfg,
-                          precision=options.precision)
+                          precision=options.precision, widen_bf16_kernels=device_kind == "cpu")
     per_dev = est.max_batch(budget) if budget is not None else samples
     if options.batch_size is not None:
         per_dev = min(per_dev, -(-options.batch_size // num_devices))

@@ -41,7 +41,7 @@ def test_plan_respects_budget_batch_size_and_devices():
     cfg = dataclasses.replace(cfg, condition="embedding")
     est = estimate_memory(cfg, big.bucket_tokens, big.bucket_atoms, 1)
     sampling = est.phase("sampling")
-    budget = sampling.weights + sampling.fixed + 3 * sampling.per_sample + 1
+    budget = sampling.weights + sampling.base + sampling.work + 3 * sampling.per_sample + 1
     small = plan_target(t, cfg, opts, budget=budget)
     assert small.chunk == 3 and small.num_chunks == 4 and small.memory_bytes <= budget
     assert plan_target(t, cfg, dataclasses.replace(opts, batch_size=2), budget=80 * 10**9).chunk == 2
@@ -128,6 +128,9 @@ def test_phase_figures_match_hand_computed_values():
     t, d, f, h = 64, 64, 256, 4
     act = 4 * (2 * t * 3 * d + 2.0 * (t * (8 * d + 2 * f) + 2 * h * t * t) + d * f)
     assert planning._esm_activation_bytes(esm, 30) == int(act)
+    e = planning.estimate_memory(dataclasses.replace(FoldingConfig.simplefold_100M()), 32, 256).phase("esm")
+    # ESM2-3B's float16 checkpoint is read as stored: 0.35 of the 1 GB in flight
+    assert e.load == int(0.35 * 1e9) and e.total(1) == e.weights + e.base + max(e.load, e.work)
 
     cfg = FoldingConfig.simplefold_100M()
     abstract = nnx.eval_shape(lambda: FoldingDiT(cfg, rngs=nnx.Rngs(0)))
@@ -142,11 +145,18 @@ def test_phase_figures_match_hand_computed_values():
     feats = planning._feature_bytes(m, n, cfg.esm_num_layers, cfg.esm_dim)
     shared = sampler.estimate_sample_memory(cfg, n, m, 0)
     assert s.weights == 4 * total
-    assert s.fixed == planning.RUNTIME_BYTES + feats + shared
+    assert s.base == planning.RUNTIME_BYTES and s.work == feats + shared
     assert s.per_sample == sampler.estimate_sample_memory(cfg, n, m, 1) - shared + 4 * n * 3 * 6
+    # float32 restored in place: 0.35 of the 387 MB checkpoint in flight; bfloat16: the float32 read buffers
+    assert s.load == int(0.35 * 4 * total)
+    assert planning.estimate_memory(cfg, m, n, precision="bfloat16").phase("sampling").load == 4 * total
+    # on CPU a float32 copy of the bf16 kernels is counted (4 bytes per kernel entry)
+    cpu = planning.estimate_memory(cfg, m, n, precision="bfloat16", widen_bf16_kernels=True).phase("sampling")
+    assert cpu.work - s.work == 4 * n_kernel
+    assert s.total(2) == s.weights + s.base + max(s.load, s.work + 2 * s.per_sample)
     assert est.total == max(est.phase("esm").total(2), s.total(2))
     # max_batch: the sampling phase's free memory over its per-sample bytes
-    budget = s.weights + s.fixed + 5 * s.per_sample + 7
+    budget = s.weights + s.base + s.work + 5 * s.per_sample + 7
     assert est.max_batch(max(budget, est.phase("esm").total(1))) >= 5
     assert est.max_batch(est.phase("esm").total(1) - 1) == 0  # the ESM phase alone does not fit
 
