@@ -76,6 +76,10 @@ class PhasePeaks:
         """Measure the body as phase ``name`` (freed garbage is collected first, so the start is
         the memory actually held)."""
         gc.collect()
+        rss = current_rss()
+        if rss is not None:  # what the previous phase left resident (its networks should be gone)
+            logger.info("phase %s starts: RSS %.2f GB (process peak so far %.2f GB)", name, rss / 1e9,
+                        (peak_rss() or 0) / 1e9)
         self.exact = reset_peak_rss() and self.exact
         t0 = time.perf_counter()
         try:
@@ -85,8 +89,9 @@ class PhasePeaks:
             peak = peak_rss()
             if peak is not None:
                 self.peaks[name] = peak
-                logger.info("phase %s: peak RSS %.2f GB%s, %.1f s", name, peak / 1e9,
-                            "" if self.exact else " (process peak so far)", self.seconds[name])
+                logger.info("phase %s: peak RSS %.2f GB%s, RSS at its end %.2f GB, %.1f s", name, peak / 1e9,
+                            "" if self.exact else " (process peak so far)", (current_rss() or 0) / 1e9,
+                            self.seconds[name])
 
     def as_dict(self) -> dict:
         return {"peak_rss_bytes": dict(self.peaks), "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
