@@ -108,6 +108,32 @@ def write_random_model(size: str, esm_name: str, out: Path, seed: int = 0) -> Pa
     return out
 
 
+def write_random_numpy(cfg, out: Path, seed: int = 0) -> Path:
+    """A converted folding model / pLDDT head (``save_converted``'s layout) with random float32
+    weights drawn leaf by leaf in NumPy: one copy of the weights (a module initialised in JAX and
+    then saved holds two), for sizes like the 1.6B pLDDT trunk."""
+    import orbax.checkpoint as ocp
+    from flax import nnx
+
+    from simplefold.model import FoldingConfig, FoldingDiT, PLDDTHead
+    from simplefold.weights import checkpoints
+
+    if (out / "config.json").is_file():
+        return out
+    cls = FoldingDiT if isinstance(cfg, FoldingConfig) else PLDDTHead
+    state = nnx.state(nnx.eval_shape(lambda: cls(cfg, rngs=nnx.Rngs(0))))
+    rng = np.random.default_rng(seed)
+    for _, var in nnx.to_flat_state(state):
+        shape = var.get_value().shape
+        var.set_value(rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02))
+    out.mkdir(parents=True, exist_ok=True)
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(out / checkpoints._STATE_DIR, state, force=True)
+    ckptr.wait_until_finished()
+    (out / checkpoints._CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    return out
+
+
 def _child(args) -> int:
     """The measured process: ``simplefold predict`` with the ESM weights resolved to the random checkpoint."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -115,9 +141,14 @@ def _child(args) -> int:
     from simplefold.predict.loading import ESM_WEIGHTS
     from simplefold.weights import cache
 
+    from simplefold.predict.loading import PLDDT_HEAD_WEIGHTS, PLDDT_LATENT_WEIGHTS
+
     real = cache.resolve
-    esm_dir = Path(args.esm_dir)
-    cache.resolve = lambda name, **kw: esm_dir if name == ESM_WEIGHTS else real(name, **kw)
+    dirs = {ESM_WEIGHTS: Path(args.esm_dir)}
+    if args.official_plddt:
+        dirs[PLDDT_LATENT_WEIGHTS] = Path(args.work) / "random_simplefold_1.6B"
+        dirs[PLDDT_HEAD_WEIGHTS] = Path(args.work) / "random_plddt_module_1.6B"
+    cache.resolve = lambda name, **kw: dirs[name] if name in dirs else real(name, **kw)
     argv = ["predict", args.sequence, "-o", args.out, "--model", args.model_dir, "--steps", str(args.steps),
             "--precision", args.precision, "--no-progress", "--offline", "--format", "cif"]  # cif: random weights give
     # coordinates wider than PDB's columns
@@ -132,7 +163,11 @@ def main() -> int:
     ap.add_argument("--length", type=int, default=256)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--precision", default="float32")
+    ap.add_argument("--official-plddt", action="store_true",
+                    help="the released pLDDT pair's sizes (random 1.6B latent, 6.4 GB, + official head) instead of "
+                         "an own head; needs --esm esm2_t36_3B_UR50D (the released configs read ESM2-3B)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--sequence", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -140,6 +175,12 @@ def main() -> int:
     args = ap.parse_args()
     if args.child:
         return _child(args)
+    if args.build:  # in its own process, so that the benchmark's parent gives the memory back
+        from simplefold.model import FoldingConfig, PLDDTConfig
+
+        write_random_numpy(FoldingConfig.simplefold_1_6B(), args.work / "random_simplefold_1.6B")
+        write_random_numpy(PLDDTConfig.plddt_1_6B(), args.work / "random_plddt_module_1.6B", seed=1)
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     from simplefold.predict import planning
@@ -148,7 +189,20 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     esm_dir = write_random_esm2(args.esm, args.work / args.esm)
-    model_dir = write_random_model(args.size, args.esm, args.work / f"{args.size}_{args.esm}")
+    if args.official_plddt:
+        from flax import nnx
+
+        from simplefold.model import FoldingDiT
+        from simplefold.model.config import OFFICIAL_SIZES
+        from simplefold.weights.checkpoints import save_converted
+
+        if subprocess.call([sys.executable, __file__, "--build", "--work", str(args.work)]) != 0:
+            return 1
+        model_dir = args.work / f"{args.size}_official_pair"
+        if not (model_dir / "config.json").is_file():  # the released config and name: the official pair is used
+            save_converted(FoldingDiT(OFFICIAL_SIZES[args.size](), rngs=nnx.Rngs(0)), model_dir)
+    else:
+        model_dir = write_random_model(args.size, args.esm, args.work / f"{args.size}_{args.esm}")
     logger.info("random checkpoints ready in %.0f s", time.perf_counter() - t0)
     seq = (_SEQUENCE * (args.length // len(_SEQUENCE) + 1))[: args.length]
     out = args.work / f"out_{args.precision}_{args.length}"
@@ -158,7 +212,8 @@ def main() -> int:
     t0 = time.perf_counter()
     rc = subprocess.call([sys.executable, __file__, "--child", "--sequence", seq, "--out", str(out), "--model-dir",
                           str(model_dir), "--esm-dir", str(esm_dir), "--steps", str(args.steps), "--precision",
-                          args.precision], env=env)
+                          args.precision, "--work", str(args.work)] + (["--official-plddt"] if args.official_plddt else []),
+                         env=env)
     wall = time.perf_counter() - t0
     if not (out / ".simplefold" / "memory.json").is_file():
         logger.error("predict failed (exit %d)", rc)
@@ -167,8 +222,9 @@ def main() -> int:
         logger.warning("predict exit %d (the target failed after its phases ran; see the log)", rc)
     measured = json.loads((out / ".simplefold" / "memory.json").read_text())
     plan_ = planning.plan([("bench", seq)], str(model_dir), FoldOptions(precision=args.precision, num_steps=args.steps))[0]
+    pair = "official pLDDT pair (1.6B latent + head)" if args.official_plddt else "own pLDDT head"
     est = dict(plan_.phase_bytes)
-    print(f"{args.size} + {args.esm} (random weights), L = {args.length}, 1 sample, {args.steps} steps, "
+    print(f"{args.size} + {args.esm} + {pair} (random weights), L = {args.length}, 1 sample, {args.steps} steps, "
           f"{args.precision}; predict took {wall:.0f} s; per-phase peaks exact: {measured.get('exact')}")
     print(f"{'phase':<10} {'estimate GB':>11} {'measured GB':>11} {'est/meas':>8}")
     for phase, peak in measured["peak_rss_bytes"].items():
