@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from simplefold.constants import NUM_STEPS, TAU
     from simplefold.model.precision import PRECISIONS
     from simplefold.predict.outputs import FORMATS
-    from simplefold.predict.planning import DEVICE_MEMORY_FRACTION, HOST_MEMORY_FRACTION
+    from simplefold.predict.planning import DEVICE_MEMORY_FRACTION, HOST_MEMORY_HEADROOM
 
     d = option_defaults()
     parser.add_argument("input", nargs="?", help="FASTA file, directory of FASTA files, or an amino-acid sequence")
@@ -79,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS,
                         help=f"float32 = the official numerics; bfloat16 = mixed precision, faster on CPUs and GPUs "
                              f"with bf16 units and half the weight memory (default: {d['precision']})")
-    budget = f"{DEVICE_MEMORY_FRACTION:.0%} of accelerator memory, {HOST_MEMORY_FRACTION:.0%} of the RAM on CPU"
+    budget = (f"{DEVICE_MEMORY_FRACTION:.0%} of accelerator memory; on CPU the available RAM minus "
+              f"{HOST_MEMORY_HEADROOM / 1e9:.1f} GB")
     parser.add_argument("--max-memory-gb", type=float,
                         help=f"memory budget per device in GB (default: {budget})".replace("%", "%%"))
     parser.add_argument("--dry-run", action="store_true", default=None,
@@ -197,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
             plans = planning.plan(targets_here, args.model, options)
         except ModelNotFoundError as exc:
             raise CLIError(str(exc)) from None
-        print(planning.format_plan(plans))
+        print(planning.format_plan(plans, planning.memory_budget(options)))
         return 0
 
     try:

@@ -327,10 +327,19 @@ def _looks_like_sequence(text: str) -> bool:
     return bool(body) and all(ch in _VALID_LETTERS or ch in "*:" for ch in body)
 
 
+def _path_exists(text: str) -> bool:
+    """``Path(text).exists()``, False for a string no file can be named (a bare sequence longer
+    than the file-name limit raises ENAMETOOLONG)."""
+    try:
+        return pathlib.Path(text).exists()
+    except OSError:
+        return False
+
+
 def _is_bare_sequence(inp: str | os.PathLike) -> bool:
     text = os.fspath(inp)
     return (
-        not isinstance(inp, os.PathLike) and "\n" not in text and not pathlib.Path(text).exists()
+        not isinstance(inp, os.PathLike) and "\n" not in text and not _path_exists(text)
         and _looks_like_sequence(text)
     )
 

@@ -430,7 +430,10 @@ def stack_param_groups(groups, config: ESM2Config) -> dict:
             leaf = _get(sub, path)
             full = ("layers", *path)
             if not _has(tree, full):
-                _set(tree, full, np.empty((config.num_layers, *leaf.shape), dtype=leaf.dtype))
+                # aligned: build_esm2 hands the stacked buffer to JAX without a second copy
+                from simplefold.utils.memory import aligned_empty
+
+                _set(tree, full, aligned_empty((config.num_layers, *leaf.shape), leaf.dtype))
             _get(tree, full)[layer] = leaf
     return tree
 
@@ -460,7 +463,12 @@ def build_esm2(config: ESM2Config, params: dict, *, precision=jax.lax.Precision.
     def store(path, a):
         a = np.asarray(a) if not isinstance(a, jax.Array) else a
         keep = getattr(path[-1], "key", None) == "kernel" and np.dtype(a.dtype) in _LOW_PRECISION_STORAGE
-        return jnp.asarray(a) if keep else jnp.asarray(a, dtype=jnp.float32)
+        want = a.dtype if keep else np.dtype(np.float32)
+        if isinstance(a, np.ndarray) and a.dtype == want:
+            # device_put adopts a 64-byte aligned host buffer on CPU (no copy: the stacked weights
+            # exist once while loading); jnp.asarray would always copy
+            return jax.device_put(np.ascontiguousarray(a))
+        return jnp.asarray(a, dtype=want)
 
     nnx.replace_by_pure_dict(state, jax.tree_util.tree_map_with_path(store, params))
     nnx.update(model, state)

@@ -23,6 +23,10 @@ A run, step by step (every step is deterministic), and the module of each step:
    local devices, pLDDT; sample k of target t depends only on (seed, t, k).
 6. :mod:`~simplefold.predict.run` and :mod:`~simplefold.predict.outputs` – the file-writing loop of
    ``simplefold predict`` (resume, shards, manifests) and the output layout.
+7. :mod:`~simplefold.predict.phases` – how ``simplefold predict`` folds: ESM embeddings of every
+   target to the disk cache, then sampling, then pLDDT, one model resident at a time (peak memory =
+   the largest phase; resumable at every phase boundary). :func:`fold` keeps every network of the
+   model it is given resident.
 """
 
 from __future__ import annotations

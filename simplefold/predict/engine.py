@@ -167,50 +167,17 @@ def _plddt_apply(fn: _PureFn, params, y, feats, precision: str = "float32"):
     return _PLDDT_JIT[precision](fn, params, y, t, feats)
 
 
-class Folder:
-    """Folds targets one at a time with a loaded model; the engine of :func:`simplefold.predict.fold` and the CLI.
+class _Placement:
+    """Devices of a run: a 1-D ``("samples",)`` mesh over several devices, nothing for one."""
 
-    Compiled functions are cached per (bucket, chunk) shape by JAX, so a Folder reused over many
-    targets compiles once per bucket.
-    """
-
-    def __init__(self, model: LoadedModel, options: FoldOptions, *, devices: Sequence[Any] | None = None):
+    def __init__(self, devices: Sequence[Any] | None):
         import jax
 
-        from simplefold.sampling import sampler
-
-        self.model = model
-        self.options = options
-        self.sampler_config = options.sampler_config()
-        self.sampler_warning = self.sampler_config.stability_warning()
-        if self.sampler_warning:
-            logger.warning("%s", self.sampler_warning)
         self.devices = list(devices or jax.local_devices())
         self.mesh = None
         if len(self.devices) > 1:
             self.mesh = jax.sharding.Mesh(np.array(self.devices), ("samples",))
-        self.budget = int(options.max_memory_gb * 1e9) if options.max_memory_gb else default_memory_budget(self.devices)
-        self.device_kind = self.devices[0].device_kind if self.devices[0].platform != "cpu" else "cpu"
-        vm = sampler.as_velocity_model(model.network)
-        from simplefold.model.folding import FoldingDiT
 
-        self._network_features = isinstance(_module_of(model.network), FoldingDiT) and (
-            not options.plddt or model.plddt_latent is None or isinstance(_module_of(model.plddt_latent), FoldingDiT)
-        )
-        self._velocity = dataclasses.replace(vm, params=self._replicate(vm.params))
-        self.plddt_enabled = options.plddt and model.plddt_head is not None
-        if options.plddt and model.plddt_head is None:
-            logger.warning("model %s has no pLDDT head: pLDDT is not computed (B-factors are 0)", model.name)
-        self._plddt_fn = None
-        if self.plddt_enabled:
-            lg, ls, lo = _split(model.plddt_latent if model.plddt_latent is not None else model.network)
-            hg, hs, ho = _split(model.plddt_head)
-            self._plddt_fn = _PureFn(lg, hg, lo, ho)
-            self._plddt_params = self._replicate((ls, hs))
-        self._latent_cfg = plddt_latent_config(model, model.config) if self.plddt_enabled else None
-        self._head_cfg = plddt_head_config(model, model.config) if self.plddt_enabled else None
-
-    # -- placement ------------------------------------------------------------------
     def _replicate(self, tree):
         import jax
         from jax.sharding import NamedSharding, PartitionSpec
@@ -226,6 +193,43 @@ class Folder:
         if self.mesh is None:
             return x
         return jax.device_put(x, NamedSharding(self.mesh, PartitionSpec("samples")))
+
+
+class Folder(_Placement):
+    """Folds targets one at a time with a loaded model; the engine of :func:`simplefold.predict.fold` and the CLI.
+
+    Compiled functions are cached per (bucket, chunk) shape by JAX, so a Folder reused over many
+    targets compiles once per bucket.
+    """
+
+    def __init__(self, model: LoadedModel, options: FoldOptions, *, devices: Sequence[Any] | None = None):
+        from simplefold.sampling import sampler
+
+        super().__init__(devices)
+        self.model = model
+        self.options = options
+        self.sampler_config = options.sampler_config()
+        self.sampler_warning = self.sampler_config.stability_warning()
+        if self.sampler_warning:
+            logger.warning("%s", self.sampler_warning)
+        self.budget = int(options.max_memory_gb * 1e9) if options.max_memory_gb else default_memory_budget(self.devices)
+        self.device_kind = self.devices[0].device_kind if self.devices[0].platform != "cpu" else "cpu"
+        # a Folder without a network (pLDDT phase of a phased run) only scores saved samples
+        vm = sampler.as_velocity_model(model.network) if model.network is not None else None
+        from simplefold.model.folding import FoldingDiT
+
+        self._network_features = isinstance(_module_of(model.network), FoldingDiT) and (
+            not options.plddt or model.plddt_latent is None or isinstance(_module_of(model.plddt_latent), FoldingDiT)
+        )
+        self._velocity = dataclasses.replace(vm, params=self._replicate(vm.params)) if vm is not None else None
+        self.plddt_enabled = options.plddt and model.plddt_head is not None
+        if options.plddt and model.plddt_head is None:
+            logger.warning("model %s has no pLDDT head: pLDDT is not computed (B-factors are 0)", model.name)
+        self._plddt_fn = self._plddt_params = None
+        if self.plddt_enabled:
+            self.attach_plddt(model.plddt_latent, model.plddt_head, model.plddt_name)
+        self._latent_cfg = plddt_latent_config(model, model.config) if self.plddt_enabled else None
+        self._head_cfg = plddt_head_config(model, model.config) if self.plddt_enabled else None
 
     # -- planning -------------------------------------------------------------------
     def plan(self, target: Target) -> TargetPlan:
@@ -245,15 +249,51 @@ class Folder:
         feats = esm.esm_features(encoder, [t.sequence for t in targets], cache=self.model.esm_cache)
         return {t.name: f for t, f in zip(targets, feats)}
 
-    # -- folding --------------------------------------------------------------------
-    def fold_target(self, target: Target, *, esm_s: np.ndarray | None = None, progress: Any = None) -> FoldResult:
-        """Fold one target (all its samples).
+    # -- phases ---------------------------------------------------------------------
+    def attach_plddt(self, latent: Any, head: Any, name: str | None = None) -> None:
+        """Give a Folder built without its pLDDT pair (sampling phase) the latent network and head
+        (pLDDT phase of a phased run); ``latent`` None means the folding network itself."""
+        self.model.plddt_latent, self.model.plddt_head, self.model.plddt_name = latent, head, name
+        self.plddt_enabled = self.options.plddt and head is not None
+        if not self.plddt_enabled:
+            self._plddt_fn = None
+            return
+        lg, ls, lo = _split(latent if latent is not None else self.model.network)
+        hg, hs, ho = _split(head)
+        self._plddt_fn = _PureFn(lg, hg, lo, ho)
+        self._plddt_params = self._replicate((ls, hs))
 
-        Args:
-          target: the target (see :func:`simplefold.predict.targets.check_target`).
-          esm_s: precomputed ``(M, E, C)`` ESM features for ESM-conditioned models (computed here
-            when None).
-          progress: optional tqdm-like bar advanced by the number of samples of each chunk.
+    def release_sampling(self) -> None:
+        """Drop the folding network (after the sampling phase; the pLDDT phase does not need it unless
+        it reads the network's own latent). The caller frees the buffers (:func:`release_arrays`)."""
+        self._velocity = None
+        self.model.network = None
+
+    def release_plddt(self) -> None:
+        """Drop the pLDDT pair (end of the pLDDT phase)."""
+        self._plddt_fn = self._plddt_params = None
+        self.model.plddt_latent = self.model.plddt_head = None
+
+    def _device_features(self, target: Target, plan_: TargetPlan, esm_s: np.ndarray | None):
+        import jax.numpy as jnp
+
+        feats = F.featurize_sequence(target.sequence, esm_s=esm_s)
+        n_real = int(feats["atom_pad_mask"].sum())
+        padded = F.pad_to_bucket(feats, plan_.bucket_tokens, plan_.bucket_atoms)
+        batched = {k: np.ascontiguousarray(v) for k, v in F.add_batch_axis(padded, 1).items()}
+        if self._network_features:
+            # only what the network reads; the (N, M) one-hots never reach the device
+            from simplefold.model.folding import host_features
+
+            batched = host_features(batched, self.model.condition)
+        return self._replicate({k: jnp.asarray(v) for k, v in batched.items()}), n_real
+
+    def sample_target(self, target: Target, *, esm_s: np.ndarray | None = None, progress: Any = None,
+                      plddt: bool = False) -> "SampledTarget":
+        """Sampling phase of one target: the raw (un-centred, model units) sampler outputs of all its samples.
+
+        With ``plddt`` (and a pLDDT pair attached) the pLDDT of each chunk is computed right away
+        (every model resident at once, the non-phased path); otherwise :meth:`score` adds it later.
 
         Raises:
           TargetError: the target cannot be folded (the message names it).
@@ -261,7 +301,6 @@ class Folder:
         import jax
         import jax.numpy as jnp
 
-        from simplefold.io.structure import structure_from_sequence
         from simplefold.sampling import sampler
 
         timings: dict[str, float] = {}
@@ -277,21 +316,12 @@ class Folder:
         timings["esm"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        feats = F.featurize_sequence(target.sequence, esm_s=esm_s)
-        n_real = int(feats["atom_pad_mask"].sum())
-        padded = F.pad_to_bucket(feats, plan_.bucket_tokens, plan_.bucket_atoms)
-        batched = {k: np.ascontiguousarray(v) for k, v in F.add_batch_axis(padded, 1).items()}
-        if self._network_features:
-            # only what the network reads; the (N, M) one-hots never reach the device
-            from simplefold.model.folding import host_features
-
-            batched = host_features(batched, self.model.condition)
-        feats_dev = self._replicate({k: jnp.asarray(v) for k, v in batched.items()})
+        feats_dev, n_real = self._device_features(target, plan_, esm_s)
         timings["features"] = time.perf_counter() - t0
 
         s, chunk = plan_.num_samples, plan_.chunk
         keys = sampler.sample_keys(self.options.seed, target.name, s)
-        coords_out: list[np.ndarray] = []
+        raw_out: list[np.ndarray] = []
         plddt_out: list[np.ndarray] = []
         t_sample = t_plddt = 0.0
         for lo in range(0, s, chunk):
@@ -304,21 +334,57 @@ class Folder:
             y = sampler.sample(self._velocity, feats_dev, key=kc, config=self.sampler_config)
             y = jax.block_until_ready(y)
             t_sample += time.perf_counter() - t0
-            if self.plddt_enabled:
+            if plddt and self.plddt_enabled:
                 t0 = time.perf_counter()
                 p = _plddt_apply(self._plddt_fn, self._plddt_params, y, feats_dev, self.options.precision)
                 plddt_out.append(np.asarray(p)[:n_here, : plan_.length] * 100.0)
                 t_plddt += time.perf_counter() - t0
-            xyz = sampler.postprocess(y, feats_dev["atom_pad_mask"])
-            coords_out.append(np.asarray(xyz)[:n_here, :n_real])
+            raw_out.append(np.asarray(y)[:n_here])
             if progress is not None:
                 progress.update(n_here)
         timings["sampling"] = t_sample
-        if self.plddt_enabled:
+        if plddt_out:
             timings["plddt"] = t_plddt
+        timings["total"] = time.perf_counter() - t_start
+        return SampledTarget(target, plan_, np.concatenate(raw_out), n_real, np.asarray(feats_dev["atom_pad_mask"]),
+                             esm_s, timings,
+                             np.concatenate(plddt_out).astype(np.float32) if plddt_out else None)
 
+    def score(self, sampled: "SampledTarget") -> FoldResult:
+        """pLDDT phase of one target (when a pLDDT pair is attached) and its :class:`FoldResult`."""
+        import jax.numpy as jnp
+
+        from simplefold.io.structure import structure_from_sequence
+        from simplefold.sampling import sampler
+
+        target, plan_ = sampled.target, sampled.plan
+        timings = dict(sampled.timings)
+        t_start = time.perf_counter()
+        plddts = sampled.plddt
+        s, chunk = plan_.num_samples, plan_.chunk
+        feats_dev = None
+        if plddts is None and self.plddt_enabled:
+            feats_dev, _ = self._device_features(target, plan_, sampled.esm_s)
+            out = []
+            for lo in range(0, s, chunk):
+                y = sampled.raw[lo : lo + chunk]
+                n_here = y.shape[0]
+                if n_here < chunk:  # pad with repeats: the sampling phase's compiled shape
+                    y = np.concatenate([y, np.broadcast_to(y[-1:], (chunk - n_here, *y.shape[1:]))])
+                p = _plddt_apply(self._plddt_fn, self._plddt_params, self._shard_samples(jnp.asarray(y)), feats_dev,
+                                 self.options.precision)
+                out.append(np.asarray(p)[:n_here, : plan_.length] * 100.0)
+            plddts = np.concatenate(out).astype(np.float32)
+            timings["plddt"] = time.perf_counter() - t_start
+        mask = jnp.asarray(sampled.atom_mask)
+        coords_out = []
+        for lo in range(0, s, chunk):  # per chunk, in the sampling phase's shape (bit-identical centring)
+            y = sampled.raw[lo : lo + chunk]
+            n_here = y.shape[0]
+            if n_here < chunk:
+                y = np.concatenate([y, np.broadcast_to(y[-1:], (chunk - n_here, *y.shape[1:]))])
+            coords_out.append(np.asarray(sampler.postprocess(jnp.asarray(y), mask))[:n_here, : sampled.n_real])
         coords = np.concatenate(coords_out)
-        plddts = np.concatenate(plddt_out).astype(np.float32) if plddt_out else None
         ranks = _ranks(plddts) if plddts is not None else [None] * s
         samples = []
         for k in range(s):
@@ -329,8 +395,23 @@ class Folder:
                 logger.warning("%s sample %d: %s", target.name, k, msg)
             samples.append(Sample(index=k, structure=st, plddt=None if plddts is None else plddts[k], rank=ranks[k],
                                   errors=tuple(errors), warnings=tuple(warnings)))
-        timings["total"] = time.perf_counter() - t_start
+        timings["total"] = timings.get("total", 0.0) + time.perf_counter() - t_start
         return FoldResult(target=target, samples=tuple(samples), plan=plan_, timings=timings)
+
+    # -- folding --------------------------------------------------------------------
+    def fold_target(self, target: Target, *, esm_s: np.ndarray | None = None, progress: Any = None) -> FoldResult:
+        """Fold one target (all its samples) with every network resident.
+
+        Args:
+          target: the target (see :func:`simplefold.predict.targets.check_target`).
+          esm_s: precomputed ``(M, E, C)`` ESM features for ESM-conditioned models (computed here
+            when None).
+          progress: optional tqdm-like bar advanced by the number of samples of each chunk.
+
+        Raises:
+          TargetError: the target cannot be folded (the message names it).
+        """
+        return self.score(self.sample_target(target, esm_s=esm_s, progress=progress, plddt=True))
 
     def fold_iter(self, targets: Sequence[Target], *, progress: bool = False) -> Iterator[FoldResult | TargetError]:
         """Fold targets bucket by bucket; yields a FoldResult or the TargetError of each target
@@ -347,6 +428,45 @@ class Folder:
                     yield exc
         finally:
             bar.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class SampledTarget:
+    """One target after the sampling phase (host arrays only).
+
+    Attributes:
+      raw: ``(S, N_bucket, 3)`` sampler outputs, un-centred, model units (what pLDDT reads).
+      n_real: real atom slots (the rest of the bucket is padding).
+      atom_mask: ``(1, N_bucket)`` the bucket's atom padding mask.
+      esm_s: ``(M, E, C)`` ESM features it was sampled with (None for embedding models); the pLDDT
+        latent network reads them too.
+      plddt: ``(S, M)`` pLDDT when computed in the same pass, else None.
+    """
+
+    target: Target
+    plan: TargetPlan
+    raw: np.ndarray
+    n_real: int
+    atom_mask: np.ndarray
+    esm_s: np.ndarray | None
+    timings: dict[str, float]
+    plddt: np.ndarray | None = None
+
+
+def release_arrays(*trees: Any) -> None:
+    """Delete the JAX buffers of ``trees`` (nnx modules, wrappers with ``.module``, pytrees) now,
+    rather than whenever the last Python reference goes; the trees are unusable afterwards."""
+    import jax
+    from flax import nnx
+
+    for tree in trees:
+        if tree is None:
+            continue
+        module = _module_of(tree)
+        leaves = jax.tree.leaves(nnx.state(module) if module is not None else tree)
+        for leaf in leaves:
+            if isinstance(leaf, jax.Array) and not leaf.is_deleted():
+                leaf.delete()
 
 
 def _ranks(plddts: np.ndarray) -> list[int]:

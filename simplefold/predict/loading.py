@@ -233,17 +233,53 @@ def load_model(
     model = LoadedModel(network=network, config=config, name=name if not Path(name).is_dir() else
                          getattr(config, "name", path.name), source=str(path), esm=esm, offline=offline)
     if plddt:
-        own = path / PLDDT_SUBDIR
-        if (own / "config.json").is_file():
-            model.plddt_head, _ = _load_dir(own, precision)
-            model.plddt_latent = None
-            model.plddt_name = f"own head ({own})"
-        elif getattr(config, "name", None) in _released_names():
-            model.plddt_latent, model.plddt_head, model.plddt_name = _official_plddt(network, config, offline=offline, precision=precision)
-        else:
+        pair = load_plddt_pair(path, config, network=network, offline=offline, precision=precision)
+        if pair is None:
             logger.warning("%s has no pLDDT head (no %s/ sub-directory); pLDDT will not be computed",
                            path, PLDDT_SUBDIR)
+        else:
+            model.plddt_latent, model.plddt_head, model.plddt_name = pair
     return model
+
+
+def resolve_model_path(spec: str | os.PathLike, *, offline: bool = False) -> Path:
+    """The converted-weights directory of a model spec (``"demo"``, a released name, a directory)."""
+    name = str(spec)
+    if name == DEMO_MODEL:
+        return demo_model_path()
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if name not in _released_names():
+        raise ModelNotFoundError(_unknown_model_message(spec))
+    from simplefold.weights import cache
+
+    return cache.resolve(name, offline=offline)
+
+
+def plddt_needs_network(path: Path, config: Any) -> bool:
+    """True when the pLDDT pair of the model in ``path`` reads the folding network's own latent
+    (a directory's own ``plddt/`` head, or the released 1.6B, which is its own latent network)."""
+    return (path / PLDDT_SUBDIR / "config.json").is_file() or getattr(config, "name", None) == PLDDT_LATENT_WEIGHTS
+
+
+def load_plddt_pair(
+    path: Path, config: Any, *, network: Any = None, offline: bool = False, precision: str | None = None
+) -> tuple[Any, Any, str] | None:
+    """(latent network or None = the folding network itself, head, description) of the model in
+    ``path`` (its own ``plddt/`` head, else the official pair for released architectures), or None
+    when it has none. ``network`` is the loaded folding network, reused as the 1.6B latent when it
+    is the 1.6B (loaded from ``path`` when needed and not given)."""
+    own = path / PLDDT_SUBDIR
+    if (own / "config.json").is_file():
+        head, _ = _load_dir(own, precision)
+        return None, head, f"own head ({own})"
+    if getattr(config, "name", None) in _released_names():
+        if network is None and getattr(config, "name", None) == PLDDT_LATENT_WEIGHTS:
+            network, _ = _load_dir(path, precision)
+        latent, head, name = _official_plddt(network, config, offline=offline, precision=precision)
+        return latent, head, name
+    return None
 
 
 def plddt_latent_config(model: Any, cfg):

@@ -4,6 +4,18 @@ Nothing here loads weights: a plan needs only the model's ``FoldingConfig``
 (:func:`simplefold.predict.loading.model_config`). Memory is in bytes (GB = 1e9 bytes) per device,
 time in seconds; both are rough and err on the high side.
 
+A run holds one network family at a time (:mod:`simplefold.predict.run`: ESM embeddings, then
+sampling, then pLDDT), so the memory of a target is the *largest phase*, not the sum
+(:class:`MemoryEstimate`):
+
+* ``esm``: the ESM2 encoder at its storage dtype (float16 kernels for the released files) + one
+  forward pass and its representations;
+* ``sampling``: the folding network (float32, or bfloat16 kernels with ``precision="bfloat16"``) +
+  features + the sampler (:func:`simplefold.sampling.sampler.estimate_sample_memory`);
+* ``plddt``: the pLDDT latent network + head (same storage rule) + features + one latent pass.
+
+Each phase also counts :data:`RUNTIME_BYTES` (Python, JAX and the XLA compiler).
+
 Each target is padded to a residue bucket (:func:`simplefold.features.bucket_size`) and an atom
 bucket (:func:`simplefold.features.atom_bucket_size`). Its ``S`` samples run in chunks of
 ``chunk`` samples, the largest that fits the memory budget (:func:`estimate_memory`) and
@@ -29,8 +41,13 @@ from simplefold.predict.targets import Target, TargetError, as_targets, check_ta
 
 #: Fraction of a device's reported memory used as the default budget (XLA needs headroom).
 DEVICE_MEMORY_FRACTION = 0.85
-#: Default budget on CPU: this fraction of physical RAM.
-HOST_MEMORY_FRACTION = 0.5
+#: Default budget on CPU: the memory available now (``MemAvailable`` + what this process already
+#: holds) minus this headroom in bytes (other programs, page cache the system keeps, estimate error).
+HOST_MEMORY_HEADROOM = int(1.5e9)
+#: Resident memory of the process besides the phase's arrays: Python, JAX, the XLA compiler.
+RUNTIME_BYTES = int(0.8e9)
+#: Bytes per linear-kernel entry of the released ESM2 files (float16, kept so in memory).
+ESM_KERNEL_BYTES = 2
 #: Safety factor on the activation estimate (XLA temporaries, fusion buffers, fragmentation).
 _ACTIVATION_SAFETY = 2.0
 
@@ -51,6 +68,38 @@ def count_parameters(cfg) -> int:
     module = {FoldingConfig: FoldingDiT, PLDDTConfig: PLDDTHead, ESM2Config: ESM2}[type(cfg)]
     abstract = nnx.eval_shape(lambda: module(cfg, rngs=nnx.Rngs(0)))
     return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+
+
+@functools.lru_cache(maxsize=None)
+def parameter_bytes(cfg, precision: str | None = None, *, kernel_bytes: int | None = None) -> int:
+    """Bytes of a network's weights as inference stores them.
+
+    ``FoldingConfig`` / ``PLDDTConfig``: float32, with the linear kernels in bfloat16 for
+    ``precision="bfloat16"`` (:func:`simplefold.model.precision.inference_storage`). ``ESM2Config``:
+    kernels at ``kernel_bytes`` (default :data:`ESM_KERNEL_BYTES`, the released float16), the rest
+    float32. Counted on the abstract module, nothing is allocated.
+    """
+    import jax
+    from flax import nnx
+
+    from simplefold.model import FoldingConfig, FoldingDiT, PLDDTConfig, PLDDTHead
+    from simplefold.model.esm2 import ESM2, ESM2Config
+    from simplefold.model.precision import with_precision
+
+    if isinstance(cfg, ESM2Config):
+        abstract = nnx.eval_shape(lambda: ESM2(cfg, rngs=nnx.Rngs(0)))
+        kb = ESM_KERNEL_BYTES if kernel_bytes is None else kernel_bytes
+    else:
+        cfg = with_precision(cfg, precision)
+        module = {FoldingConfig: FoldingDiT, PLDDTConfig: PLDDTHead}[type(cfg)]
+        abstract = nnx.eval_shape(lambda: module(cfg, rngs=nnx.Rngs(0)))
+        kb = 2 if cfg.dtype == "bfloat16" else 4
+    total = 0
+    for path, var in nnx.to_flat_state(nnx.state(abstract, nnx.Param)):
+        n = math.prod(var.get_value().shape)
+        total += n * (kb if path and path[-1] == "kernel" else 4)
+    del jax
+    return total
 
 
 def esm_config(cfg):
@@ -93,61 +142,138 @@ def _activation_bytes_per_sample(cfg, num_tokens: int, num_atoms: int) -> int:
     return int(4 * (trunk + atom + atom_in + n * m))  # + float copy of atom_to_token
 
 
+def _esm_activation_bytes(esm, num_tokens: int) -> int:
+    """Live float32 bytes of one ESM2 forward pass over one sequence of ``num_tokens`` residues:
+    the (T, layers + 1, D) representations kept for SimpleFold, twice (device and host copy), plus
+    one block's activations (width-D streams, the feed-forward hidden, attention logits and
+    probabilities) and one kernel widened to float32 inside its product."""
+    t = -(-(num_tokens + 2) // 64) * 64  # <cls> + <eos>, the encoder's length bucket
+    d, ffn, h = esm.embed_dim, esm.ffn_dim, esm.attention_heads
+    reps = 2 * t * esm.num_representations * d
+    block = t * (8 * d + 2 * ffn) + 2 * h * t * t
+    widened = d * ffn
+    return int(4 * (reps + _ACTIVATION_SAFETY * block + widened))
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseEstimate:
+    """Bytes of one phase of a run: ``weights + base + max(load, work + batch * per_sample)``.
+
+    ``base`` is :data:`RUNTIME_BYTES`; ``load`` the read buffers in flight while the phase's
+    weights are restored (:func:`_load_transient`), gone before any network runs; ``work`` the
+    features and activations that do not grow with the number of samples per call;
+    ``per_sample`` is 0 for the ESM phase.
+    """
+
+    name: str
+    weights: int
+    base: int
+    load: int
+    work: int
+    per_sample: int
+
+    def total(self, batch: int) -> int:
+        return self.weights + self.base + max(self.load, self.work + batch * self.per_sample)
+
+
+#: Read buffers in flight while restoring, as a fraction of the checkpoint bytes in flight
+#: (at most ``RESTORE_CONCURRENT_GB``): arrays read in their stored dtype (measured peak over the
+#: weights: 1.30x for ESM2, 1.33x for a float32 folding model), and arrays converted to bfloat16
+#: on the way in (the float32 read buffer next to its bfloat16 copy).
+_LOAD_IN_PLACE = 0.35
+_LOAD_CONVERTED = 1.0
+
+
+def _load_transient(file_bytes: int, converted: bool) -> int:
+    from simplefold.weights.checkpoints import RESTORE_CONCURRENT_GB
+
+    in_flight = min(file_bytes, int(RESTORE_CONCURRENT_GB * 1e9))
+    return int(in_flight * (_LOAD_CONVERTED if converted else _LOAD_IN_PLACE))
+
+
 @dataclasses.dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes needed to fold one target with ``batch`` samples per call (per device)."""
+    """Bytes needed to fold one target with ``batch`` samples per call (per device): the largest phase."""
 
-    params: int
-    features: int
-    per_sample: int
+    phases: tuple[PhaseEstimate, ...]
     batch: int
 
     @property
     def total(self) -> int:
-        return self.params + self.features + self.batch * self.per_sample
+        return max(p.total(self.batch) for p in self.phases)
+
+    def phase(self, name: str) -> PhaseEstimate | None:
+        return next((p for p in self.phases if p.name == name), None)
 
     def max_batch(self, budget: int) -> int:
-        """Largest batch fitting ``budget`` bytes (0 if not even one sample fits)."""
-        free = budget - self.params - self.features
-        return max(0, int(free // self.per_sample)) if self.per_sample else 1 << 30
+        """Largest batch fitting ``budget`` bytes in every phase (0 if not even one sample fits)."""
+        best = 1 << 30
+        for p in self.phases:
+            free = budget - p.weights - p.base
+            if free < p.load or free < p.work + p.per_sample:
+                return 0
+            if p.per_sample:
+                best = min(best, int((free - p.work) // p.per_sample))
+        return best
 
 
 def estimate_memory(
     cfg, num_tokens: int, num_atoms: int, batch: int = 1, *, plddt: bool = False, plddt_latent_cfg=None,
-    plddt_head_cfg=None,
+    plddt_head_cfg=None, precision: str | None = None, widen_bf16_kernels: bool = False,
 ) -> MemoryEstimate:
-    """Estimated device memory of sampling (and pLDDT) for one target.
+    """Estimated memory of each phase of folding one target (host RAM on CPU, device memory elsewhere).
 
     Args:
       cfg: the ``FoldingConfig``.
       num_tokens, num_atoms: padded sizes (bucket M and N).
       batch: samples per call.
-      plddt: include the pLDDT head ``plddt_head_cfg`` (when given) and the latent network
-        ``plddt_latent_cfg`` (when given and different from ``cfg``; the 1.6B for released models).
+      plddt: add the pLDDT phase: the head ``plddt_head_cfg`` (when given) and the latent network
+        ``plddt_latent_cfg`` (when given; the 1.6B for released models; None or ``cfg`` means the
+        folding network's own latent, which then stays resident with the head).
+      precision: weights' storage (:func:`parameter_bytes`).
+      widen_bf16_kernels: count a float32 copy of every bfloat16 kernel in the phase's work memory.
+        XLA:CPU widens bfloat16 matmul operands to float32 and hoists the loop-invariant weight
+        conversion out of the sampler's scan (measured with ``benchmarks/memory.py``, 100M: +0.23
+        GB sampling, +0.34 GB pLDDT over float32 for 0.39 GB of float32 kernels), so on CPU bf16
+        storage saves nothing at the peak of a phase; :func:`plan_target` sets it on CPU.
 
-    The estimate counts float32 weights (:func:`count_parameters` of every network involved,
-    the ESM2 encoder of an ESM-conditioned model included), the batch-1 features, and per sample
-    twice the live activations of one network call; it errs on the high side.
+    Phases (see the module docstring): ``esm`` (only for ESM-conditioned models), ``sampling`` and
+    ``plddt``. Weights come from :func:`parameter_bytes` of each network's real config;
+    activations err on the high side.
     """
-    params = count_parameters(cfg)
     esm_layers, esm_dim = (cfg.esm_num_layers, cfg.esm_dim) if cfg.condition == "esm" else (0, 0)
+    feats = _feature_bytes(num_tokens, num_atoms, esm_layers, esm_dim)
+    phases = []
     esm = esm_config(cfg)
     if esm is not None:
-        params += count_parameters(esm)
-    per_sample = _ACTIVATION_SAFETY * _activation_bytes_per_sample(cfg, num_tokens, num_atoms)
-    if plddt:
-        if plddt_head_cfg is not None:
-            params += count_parameters(plddt_head_cfg)
-        if plddt_latent_cfg is not None and plddt_latent_cfg != cfg:
-            params += count_parameters(plddt_latent_cfg)
-            per_sample = max(per_sample, _ACTIVATION_SAFETY * _activation_bytes_per_sample(plddt_latent_cfg, num_tokens, num_atoms))
-    per_sample += 4 * num_atoms * 3 * 6  # sampler state, noise, velocity
-    return MemoryEstimate(
-        params=4 * params,
-        features=_feature_bytes(num_tokens, num_atoms, esm_layers, esm_dim),
-        per_sample=int(per_sample),
-        batch=batch,
-    )
+        w = parameter_bytes(esm)  # stored as in the file (float16 kernels)
+        phases.append(PhaseEstimate("esm", w, RUNTIME_BYTES, _load_transient(w, False),
+                                    _esm_activation_bytes(esm, num_tokens), 0))
+    from simplefold.sampling import sampler
+
+    fold_w = parameter_bytes(cfg, precision)
+    one = sampler.estimate_sample_memory(cfg, num_atoms, num_tokens, 1)
+    shared = sampler.estimate_sample_memory(cfg, num_atoms, num_tokens, 0)
+    state = 4 * num_atoms * 3 * 6  # sampler state, noise, velocity
+    # converted checkpoints hold float32: bfloat16 kernels are converted while restoring
+    bf16 = fold_w < 4 * count_parameters(cfg)
+    widened = 2 * (4 * count_parameters(cfg) - fold_w) if widen_bf16_kernels else 0  # 2 bytes saved per kernel entry
+    phases.append(PhaseEstimate("sampling", fold_w, RUNTIME_BYTES, _load_transient(4 * count_parameters(cfg), bf16),
+                                feats + shared + widened, one - shared + state))
+    if plddt and (plddt_head_cfg is not None or (plddt_latent_cfg is not None and plddt_latent_cfg != cfg)):
+        own_latent = plddt_latent_cfg is None or plddt_latent_cfg == cfg
+        latent = cfg if own_latent else plddt_latent_cfg
+        nets = ([plddt_head_cfg] if plddt_head_cfg is not None else []) + ([] if own_latent else [latent])
+        w = sum(parameter_bytes(c, precision) for c in nets) + (fold_w if own_latent else 0)
+        f32 = sum(4 * count_parameters(c) for c in nets)  # what this phase restores
+        load = _load_transient(f32, sum(parameter_bytes(c, precision) for c in nets) < f32)
+        work = feats
+        if widen_bf16_kernels:
+            f32_all = f32 + (4 * count_parameters(cfg) if own_latent else 0)
+            work += 2 * (f32_all - w)
+        per = int(_ACTIVATION_SAFETY * _activation_bytes_per_sample(latent, num_tokens, num_atoms)) + 4 * num_atoms * 3
+        phases.append(PhaseEstimate("plddt", w, RUNTIME_BYTES, load, work, per))
+    return MemoryEstimate(phases=tuple(phases), batch=batch)
 
 
 def forward_flops(cfg, num_tokens: int, num_atoms: int) -> float:
@@ -177,9 +303,23 @@ def device_throughput(kind: str) -> float:
     return _THROUGHPUT[-1][1]
 
 
+def available_host_memory() -> int | None:
+    """Bytes this process could hold now: ``MemAvailable`` (``/proc/meminfo``) plus its own resident
+    set (already held, and counted in every phase estimate); None where unknown."""
+    from simplefold.utils.memory import current_rss
+
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return avail + (current_rss() or 0)
+
+
 def default_memory_budget(devices: Sequence[Any] | None = None) -> int:
-    """Default per-device budget in bytes: :data:`DEVICE_MEMORY_FRACTION` of an accelerator's memory,
-    :data:`HOST_MEMORY_FRACTION` of the RAM on CPU."""
+    """Default per-device budget in bytes: :data:`DEVICE_MEMORY_FRACTION` of an accelerator's memory;
+    on CPU the available memory (:func:`available_host_memory`) minus :data:`HOST_MEMORY_HEADROOM`
+    (physical RAM minus the headroom where ``/proc/meminfo`` is missing)."""
     import jax
 
     dev = (devices or jax.local_devices())[0]
@@ -190,11 +330,13 @@ def default_memory_budget(devices: Sequence[Any] | None = None) -> int:
         stats = None
     if dev.platform != "cpu" and stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"] * DEVICE_MEMORY_FRACTION)
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        ram = 16 * 10**9
-    return int(ram * HOST_MEMORY_FRACTION)
+    avail = available_host_memory()
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            avail = 16 * 10**9
+    return max(0, int(avail - HOST_MEMORY_HEADROOM))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +353,7 @@ class TargetPlan:
     memory_bytes: int  # estimate per device for one chunk
     seconds: float  # estimated sampling (+ pLDDT) time
     error: str | None = None
+    phase_bytes: tuple[tuple[str, int], ...] = ()  # (phase, estimate per device for one chunk), run order
 
     @property
     def num_chunks(self) -> int:
@@ -256,7 +399,8 @@ def plan_target(
         chunk = -(-chunk // num_devices) * num_devices
         return TargetPlan(target.name, m, n, mb, nb, samples, chunk, 0, float("nan"))
     plddt = options.plddt
-    est = estimate_memory(cfg, mb, nb, 1, plddt=plddt, plddt_latent_cfg=plddt_latent_cfg, plddt_head_cfg=plddt_head_cfg)
+    est = estimate_memory(cfg, mb, nb, 1, plddt=plddt, plddt_latent_cfg=plddt_latent_cfg, plddt_head_cfg=plddt_head_cfg,
+                          precision=options.precision, widen_bf16_kernels=device_kind == "cpu")
     per_dev = est.max_batch(budget) if budget is not None else samples
     if options.batch_size is not None:
         per_dev = min(per_dev, -(-options.batch_size // num_devices))
@@ -266,14 +410,23 @@ def plan_target(
     if plddt:
         flops += forward_flops(plddt_latent_cfg or cfg, mb, nb) * samples
     seconds = flops / (device_throughput(device_kind) * num_devices)
-    mem = dataclasses.replace(est, batch=max(per_dev, 1)).total
+    at = dataclasses.replace(est, batch=max(per_dev, 1))
+    mem = at.total
+    phase_bytes = tuple((p.name, p.total(at.batch)) for p in est.phases)
     error = None
     if chunk == 0:
+        worst = max(est.phases, key=lambda p: p.total(1))
         error = (
-            f"{target.name}: {m} residues need about {est.total / 1e9:.1f} GB for one sample, above the memory "
-            f"budget of {budget / 1e9:.1f} GB per device (raise --max-memory-gb or use a larger device)"
+            f"{target.name}: {m} residues need about {est.total / 1e9:.1f} GB for one sample (phase {worst.name}), "
+            f"above the memory budget of {budget / 1e9:.1f} GB per device (raise --max-memory-gb, use "
+            f"--precision bfloat16 or a larger device)"
         )
-    return TargetPlan(target.name, m, n, mb, nb, samples, chunk, mem, seconds, error)
+    return TargetPlan(target.name, m, n, mb, nb, samples, chunk, mem, seconds, error, phase_bytes)
+
+
+def memory_budget(options: FoldOptions, devices: Sequence[Any] | None = None) -> int:
+    """Per-device budget in bytes: ``--max-memory-gb`` when given, else :func:`default_memory_budget`."""
+    return int(options.max_memory_gb * 1e9) if options.max_memory_gb else default_memory_budget(devices)
 
 
 def plan(
@@ -292,7 +445,7 @@ def plan(
     options = options or FoldOptions()
     devices = list(devices or jax.local_devices())
     cfg = model_config(model)
-    budget = int(options.max_memory_gb * 1e9) if options.max_memory_gb else default_memory_budget(devices)
+    budget = memory_budget(options, devices)
     latent_cfg = plddt_latent_config(model, cfg) if options.plddt else None
     head_cfg = plddt_head_config(model, cfg) if options.plddt else None
     kind = getattr(devices[0], "device_kind", devices[0].platform) if devices[0].platform != "cpu" else "cpu"
@@ -303,9 +456,14 @@ def plan(
     ]
 
 
-def format_plan(plans: Sequence[TargetPlan]) -> str:
-    """The ``--dry-run`` table (plain text, one row per target and a total)."""
-    head = f"{'target':<24} {'len':>5} {'atoms':>6} {'bucket':>11} {'samples':>7} {'chunk':>5} {'calls':>5} {'mem GB':>7} {'time':>9}  note"
+def format_plan(plans: Sequence[TargetPlan], budget: int | None = None) -> str:
+    """The ``--dry-run`` table (plain text, one row per target and a total).
+
+    ``mem GB`` is the largest phase (what must fit ``budget``); the ``esm``, ``sample`` and
+    ``plddt`` columns are each phase's estimate ("-" for a phase the run does not have).
+    """
+    head = (f"{'target':<24} {'len':>5} {'atoms':>6} {'bucket':>11} {'samples':>7} {'chunk':>5} {'calls':>5} "
+            f"{'esm GB':>7} {'sample GB':>9} {'plddt GB':>8} {'mem GB':>7} {'time':>9}  note")
     rows = [head, "-" * len(head)]
     total_t = 0.0
     for p in plans:
@@ -314,12 +472,17 @@ def format_plan(plans: Sequence[TargetPlan]) -> str:
             total_t += p.seconds
         bucket = f"{p.bucket_tokens}/{p.bucket_atoms}" if p.bucket_tokens else "-"
         note = "FAILS: " + p.error.split(": ", 1)[-1] if p.error else ""
+        ph = dict(p.phase_bytes)
+        esm_, smp, pl = (f"{ph[k] / 1e9:.2f}" if k in ph else "-" for k in ("esm", "sampling", "plddt"))
         rows.append(
             f"{p.name[:24]:<24} {p.length:>5} {p.num_atoms:>6} {bucket:>11} {p.num_samples:>7} {p.chunk:>5} "
-            f"{p.num_chunks:>5} {p.memory_bytes / 1e9:>7.2f} {t:>9}  {note}"
+            f"{p.num_chunks:>5} {esm_:>7} {smp:>9} {pl:>8} {p.memory_bytes / 1e9:>7.2f} {t:>9}  {note}"
         )
     n_bad = sum(1 for p in plans if p.error)
     rows.append("-" * len(head))
+    if budget is not None:
+        rows.append(f"memory budget {budget / 1e9:.2f} GB per device; phases run one after another, so a target "
+                    "needs its largest phase (mem GB)")
     rows.append(f"{len(plans)} targets, {n_bad} would fail; estimated total time {_fmt_seconds(total_t)} "
                 "(rough: excludes compilation and ESM)")
     return "\n".join(rows)

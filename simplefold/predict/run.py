@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from simplefold.predict import outputs
-from simplefold.predict.engine import FoldResult, Folder, progress_bar
-from simplefold.predict.loading import LoadedModel, load_model, model_spec_name
+from simplefold.predict.engine import FoldResult
+from simplefold.predict.loading import LoadedModel, model_spec_name
 from simplefold.predict.options import FoldOptions
-from simplefold.predict.planning import bucket_key
 from simplefold.predict.targets import Target, TargetError, check_target
 from simplefold.utils.files import append_jsonl, write_json
 
@@ -230,43 +229,35 @@ def predict_to_directory(
     if not todo:
         return PredictReport(status, reasons, manifest)
 
-    if loaded is None:
-        loaded = load_model(model, plddt=options.plddt, offline=offline, precision=options.precision)
-    folder = Folder(loaded, options, devices=devices)
-    targets_bar = progress_bar(total=len(todo), desc="targets", unit="target", disable=not progress, position=0)
-    try:
-        order = sorted(todo, key=lambda t: bucket_key(t, options))  # stable: input order within a bucket
-        for t in order:
-            targets_bar.set_postfix_str(t.name[:20])
-            t0 = time.perf_counter()
-            try:
-                sample_bar = progress_bar(total=options.num_samples, desc=t.name[:20], unit="sample", leave=False,
-                                          disable=not progress, position=1)
-                try:
-                    result = folder.fold_target(t, progress=sample_bar)
-                finally:
-                    sample_bar.close()
-                write_result(result, out, fmt=fmt, model=loaded, options=options, fingerprint=fingerprint)
-            except TargetError as exc:
-                logger.error("%s", exc)
-                record(t, outputs.STATUS_FAILED, str(exc))
-            except Exception as exc:  # noqa: BLE001 - one target's failure must not stop the run
-                logger.exception("%s: folding failed", t.name)
-                record(t, outputs.STATUS_FAILED, f"{type(exc).__name__}: {exc}")
-            else:
-                means = [s.mean_plddt for s in result.samples]
-                extra = {}
-                warnings = [f"sample {s.index}: {w}" for s in result.samples for w in s.warnings]
-                if folder.sampler_warning:
-                    warnings.insert(0, folder.sampler_warning)
-                if warnings:
-                    extra["warnings"] = warnings
-                record(t, outputs.STATUS_OK, seconds=round(time.perf_counter() - t0, 3),
-                       num_samples=len(result.samples),
-                       mean_plddt=[None if m is None else round(m, 2) for m in means], **extra)
-            targets_bar.update(1)
-    finally:
-        targets_bar.close()
+    # phased: ESM embeddings, sampling, pLDDT, one model resident at a time (simplefold.predict.phases)
+    from simplefold.predict import phases
+
+    sampler_warning = options.sampler_config().stability_warning()
+
+    def done(result: FoldResult, used: LoadedModel, seconds: float) -> None:
+        try:
+            write_result(result, out, fmt=fmt, model=used, options=options, fingerprint=fingerprint)
+        except TargetError as exc:  # e.g. the structure check before writing
+            logger.error("%s", exc)
+            record(result.target, outputs.STATUS_FAILED, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - one target's failure must not stop the run
+            logger.exception("%s: writing failed", result.name)
+            record(result.target, outputs.STATUS_FAILED, f"{type(exc).__name__}: {exc}")
+            return
+        means = [s.mean_plddt for s in result.samples]
+        extra = {}
+        warnings = [f"sample {s.index}: {w}" for s in result.samples for w in s.warnings]
+        if sampler_warning:
+            warnings.insert(0, sampler_warning)
+        if warnings:
+            extra["warnings"] = warnings
+        record(result.target, outputs.STATUS_OK, seconds=round(seconds, 3), num_samples=len(result.samples),
+               mean_plddt=[None if m is None else round(m, 2) for m in means], **extra)
+
+    phases.run_phases(todo, out, loaded if loaded is not None else model, options, fingerprint=fingerprint,
+                      on_done=done, on_failed=lambda t, reason: record(t, outputs.STATUS_FAILED, reason),
+                      devices=devices, offline=offline, progress=progress)
     return PredictReport(status, reasons, manifest)
 
 

@@ -88,7 +88,11 @@ def read_targets(inp: str | os.PathLike) -> list[Target]:
     """
     from simplefold.io import fasta
 
-    if not Path(os.fspath(inp)).exists():  # a bare sequence or FASTA text: strict
+    try:
+        is_path = Path(os.fspath(inp)).exists()
+    except OSError:  # e.g. a bare sequence longer than a file name may be (ENAMETOOLONG)
+        is_path = False
+    if not is_path:  # a bare sequence or FASTA text: strict
         return as_targets(fasta.read_sequences(inp))
     return as_targets(
         [_bad_record_target(item) if isinstance(item, fasta.FastaError) else item for item in fasta.iter_sequences(inp)]

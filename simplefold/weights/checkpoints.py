@@ -293,6 +293,8 @@ def load_official_plddt(ckpt_path, arch="plddt_1.6B", precision: str | None = No
 
 # ----------------------------------------------------------------------------- Orbax
 _CONFIG_FILE = "config.json"
+#: Orbax restore concurrency (GB of arrays read at once; Orbax's own default is 96).
+RESTORE_CONCURRENT_GB = 1
 _STATE_DIR = "state"
 
 
@@ -335,7 +337,10 @@ def load_converted(directory, precision: str | None = None) -> FoldingModel | PL
     # kernels are converted to their storage dtype as they are read (no float32 copy at bf16)
     abstract_state = inference_storage(abstract_state, cfg)
     try:
-        state = ocp.StandardCheckpointer().restore(directory / _STATE_DIR, abstract_state)
+        # at most RESTORE_CONCURRENT_GB of arrays in flight: the read buffers of every array at once
+        # would be a transient second copy of the weights
+        with ocp.Checkpointer(ocp.StandardCheckpointHandler(restore_concurrent_gb=RESTORE_CONCURRENT_GB)) as ckptr:
+            state = ckptr.restore(directory / _STATE_DIR, args=ocp.args.StandardRestore(abstract_state))
     except Exception as e:  # orbax raises assorted types for a missing/corrupt directory
         raise CheckpointError(f"{directory / _STATE_DIR}: cannot restore model state ({e})") from e
     return wrapper(cast_for_inference(nnx.merge(graphdef, state)))

@@ -280,3 +280,14 @@ def test_iter_sequences_folder_bare_and_missing(tmp_path):
     (tmp_path / "none").mkdir()
     with pytest.raises(FastaError, match="no FASTA files"):
         list(iter_sequences(tmp_path / "none"))
+
+
+def test_bare_sequence_longer_than_a_file_name():
+    """A 300-residue sequence on the command line is a sequence, not an ENAMETOOLONG path error."""
+    from simplefold.predict.targets import read_targets
+
+    seq = "MKTAYIAKQR" * 30
+    from simplefold.io import fasta
+
+    assert [r.sequence for r in fasta.read_sequences(seq)] == [seq]
+    assert [t.sequence for t in read_targets(seq)] == [seq]
