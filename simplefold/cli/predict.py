@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-memory-gb", type=float,
                         help=f"memory budget per device in GB (default: {budget})".replace("%", "%%"))
     parser.add_argument("--dry-run", action="store_true", default=None,
-                        help="print per-target memory and time estimates and exit")
+                        help="print per-target memory and time estimates and exit (status 1 if any target would fail)")
     parser.add_argument("--shard", metavar="I/N",
                         help="fold only shard I of N (1-based; deterministic split for job arrays)")
     parser.add_argument("--merge-manifests", action="store_true", default=None,
@@ -199,7 +199,8 @@ def run(args: argparse.Namespace) -> int:
         except ModelNotFoundError as exc:
             raise CLIError(str(exc)) from None
         print(planning.format_plan(plans, planning.memory_budget(options)))
-        return 0
+        # like the real run: a target that would fail makes the exit status 1
+        return 1 if any(p.error for p in plans) else 0
 
     try:
         report = predict_run.predict_to_directory(

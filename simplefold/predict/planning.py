@@ -483,8 +483,11 @@ def format_plan(plans: Sequence[TargetPlan], budget: int | None = None) -> str:
     if budget is not None:
         rows.append(f"memory budget {budget / 1e9:.2f} GB per device; phases run one after another, so a target "
                     "needs its largest phase (mem GB)")
-    rows.append(f"{len(plans)} targets, {n_bad} would fail; estimated total time {_fmt_seconds(total_t)} "
-                "(rough: excludes compilation and ESM)")
+    if n_bad == len(plans):
+        rows.append(f"{len(plans)} targets, all would fail: nothing would run")
+    else:
+        rows.append(f"{len(plans)} targets, {n_bad} would fail; estimated total time {_fmt_seconds(total_t)} "
+                    "(rough: excludes compilation and ESM)")
     return "\n".join(rows)
 
 

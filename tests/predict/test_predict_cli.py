@@ -207,10 +207,17 @@ def test_predict_dry_run_and_usage_errors(tiny_model_dir, tmp_path, capsys, monk
 
     monkeypatch.setattr(checkpoints, "load_converted", boom)
     fasta = _fasta(tmp_path / "in.fasta", SEQS, extra=">empty\n")
+    # the empty record would fail: exit 1, as the real run
     assert main(["predict", str(fasta), "--model", str(tiny_model_dir), "--dry-run", "--num-samples", "8",
-                 "--max-memory-gb", "4"]) == 0
+                 "--max-memory-gb", "4"]) == 1
     table = capsys.readouterr().out
     assert "alpha" in table and "beta" in table and "32/256" in table and "FAILS" in table
+    assert "1 would fail" in table
+    good = _fasta(tmp_path / "good.fasta", SEQS)
+    assert main(["predict", str(good), "--model", str(tiny_model_dir), "--dry-run", "--max-memory-gb", "4"]) == 0
+    assert "0 would fail" in capsys.readouterr().out
+    assert main(["predict", str(fasta), "--model", str(tiny_model_dir), "--dry-run", "--max-memory-gb", "1e-6"]) == 1
+    assert "all would fail: nothing would run" in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
     # a bare sequence works as INPUT; released names need no weights for a dry run
     assert main(["predict", "MKTAYIAKQR", "--model", "simplefold_100M", "--dry-run"]) == 0
