@@ -25,7 +25,7 @@ from simplefold.predict.engine import FoldResult
 from simplefold.predict.loading import LoadedModel, model_spec_name
 from simplefold.predict.options import FoldOptions
 from simplefold.predict.targets import Target, TargetError, check_target
-from simplefold.utils.files import append_jsonl, write_json
+from simplefold.utils.files import append_jsonl, publish_directory, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -76,64 +76,69 @@ def write_result(
     if failed:  # checked before anything is written: no partial output of a diverged target
         raise TargetError(f"{result.name}: prediction failed the structure check ({' | '.join(failed)})")
     paths = outputs.TargetPaths(Path(root), result.name, fmt)
-    paths.dir.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Any] = {"samples": []}
-    for s in result.samples:
-        write_structure(paths.sample(s.index), s.structure, format=fmt)
-        files["samples"].append(paths.sample(s.index).name)
-    if len(result.samples) > 1:
-        write_structure(paths.ensemble, result.ensemble_structures(), format=fmt)
-        files["ensemble"] = paths.ensemble.name
-    have_plddt = all(s.plddt is not None for s in result.samples)
-    if plot and have_plddt:
-        plots.plot_plddt([s.plddt for s in result.samples], paths.plddt_png, title=result.name)
-        files["plddt_png"] = paths.plddt_png.name
-    timings = dict(result.timings)
-    timings["write"] = time.perf_counter() - t0
-    import jax
 
-    summary = {
-        "summary_version": outputs.SUMMARY_VERSION,
-        "target": result.name,
-        "description": result.target.description,
-        "source": result.target.source,
-        "sequence": result.target.sequence,
-        "length": len(result.target.sequence),
-        "num_atoms": int(result.samples[0].structure.num_atoms),
-        "model": model.describe(),
-        "seed": options.seed,
-        "num_samples": options.num_samples,
-        "sampler": dataclasses.asdict(options.sampler_config()),
-        "precision": options.precision,
-        "sampler_warning": options.sampler_config().stability_warning(),
-        "plddt": have_plddt,
-        "format": fmt,
-        "samples": [
-            {
-                "index": s.index,
-                "file": paths.sample(s.index).name,
-                "mean_plddt": s.mean_plddt,
-                "rank": s.rank,
-                "plddt": None if s.plddt is None else [round(float(v), 2) for v in s.plddt],
-                "warnings": list(s.warnings),
-            }
-            for s in result.samples
-        ],
-        "ranking": [s.index for s in sorted(result.samples, key=lambda s: s.rank or 0)] if have_plddt else None,
-        "batching": {
-            "bucket_tokens": result.plan.bucket_tokens,
-            "bucket_atoms": result.plan.bucket_atoms,
-            "chunk": result.plan.chunk,
-            "devices": [str(d) for d in jax.local_devices()][:64],
-            "estimated_memory_gb": result.plan.memory_bytes / 1e9,
-        },
-        "timings": timings,
-        "files": files,
-        "fingerprint": dict(fingerprint),
-        "versions": {"simplefold": _version(), "jax": jax.__version__, "python": platform.python_version()},
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    write_json(paths.summary, summary)  # last: marks the target complete
+    def write_into(into: Path) -> None:
+        files: dict[str, Any] = {"samples": []}
+        for s in result.samples:
+            write_structure(into / paths.sample(s.index).name, s.structure, format=fmt)
+            files["samples"].append(paths.sample(s.index).name)
+        if len(result.samples) > 1:
+            write_structure(into / paths.ensemble.name, result.ensemble_structures(), format=fmt)
+            files["ensemble"] = paths.ensemble.name
+        have_plddt = all(s.plddt is not None for s in result.samples)
+        if plot and have_plddt:
+            plots.plot_plddt([s.plddt for s in result.samples], into / paths.plddt_png.name, title=result.name)
+            files["plddt_png"] = paths.plddt_png.name
+        timings = dict(result.timings)
+        timings["write"] = time.perf_counter() - t0
+        import jax
+
+        summary = {
+            "summary_version": outputs.SUMMARY_VERSION,
+            "target": result.name,
+            "description": result.target.description,
+            "source": result.target.source,
+            "sequence": result.target.sequence,
+            "length": len(result.target.sequence),
+            "num_atoms": int(result.samples[0].structure.num_atoms),
+            "model": model.describe(),
+            "seed": options.seed,
+            "num_samples": options.num_samples,
+            "sampler": dataclasses.asdict(options.sampler_config()),
+            "precision": options.precision,
+            "sampler_warning": options.sampler_config().stability_warning(),
+            "plddt": have_plddt,
+            "format": fmt,
+            "samples": [
+                {
+                    "index": s.index,
+                    "file": paths.sample(s.index).name,
+                    "mean_plddt": s.mean_plddt,
+                    "rank": s.rank,
+                    "plddt": None if s.plddt is None else [round(float(v), 2) for v in s.plddt],
+                    "warnings": list(s.warnings),
+                }
+                for s in result.samples
+            ],
+            "ranking": [s.index for s in sorted(result.samples, key=lambda s: s.rank or 0)] if have_plddt else None,
+            "batching": {
+                "bucket_tokens": result.plan.bucket_tokens,
+                "bucket_atoms": result.plan.bucket_atoms,
+                "chunk": result.plan.chunk,
+                "devices": [str(d) for d in jax.local_devices()][:64],
+                "estimated_memory_gb": result.plan.memory_bytes / 1e9,
+            },
+            "timings": timings,
+            "files": files,
+            "fingerprint": dict(fingerprint),
+            "versions": {"simplefold": _version(), "jax": jax.__version__, "python": platform.python_version()},
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_json(into / paths.summary.name, summary)  # last: marks the target complete
+
+    # the target's files are written into a fresh sibling directory that then replaces the old one
+    # as a whole: a re-run with fewer samples leaves no stale sample/ensemble files beside the new
+    publish_directory(paths.dir, write_into, overwrite=True)
     return paths
 
 

@@ -285,6 +285,20 @@ def test_predict_bfloat16_precision_is_recorded_and_refolds(tiny_model_dir, tmp_
         main(args + ["--precision", "float16"])
 
 
+def test_rerun_with_fewer_samples_replaces_the_target_as_a_whole(tiny_model_dir, tmp_path):
+    """A target's files are replaced together: 3 samples then 1 leaves only the new sample (no stale
+    _sample_1/_sample_2/_ensemble beside it), and no temporary directory is left behind."""
+    fasta = _fasta(tmp_path / "one.fasta", {"alpha": SEQS["alpha"]})
+    out = tmp_path / "out"
+    args = ["predict", str(fasta), "-o", str(out), "--model", str(tiny_model_dir), "--steps", STEPS,
+            "--no-progress", "--no-plddt"]
+    assert main(args + ["--num-samples", "3"]) == 0
+    assert {p.name for p in (out / "alpha").iterdir()} >= {"alpha_sample_2.pdb", "alpha_ensemble.pdb"}
+    assert main(args + ["--num-samples", "1"]) == 0
+    assert sorted(p.name for p in (out / "alpha").iterdir()) == ["alpha_sample_0.pdb", "summary.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".simplefold")) == ["alpha", "manifest.jsonl"]
+
+
 # ----------------------------------------------------------------------------- structure check, unstable grid
 
 
