@@ -188,6 +188,13 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
 
     targets = _read_targets(args.input)
+    if not args.dry_run:  # before any work: a run that cannot write its results must not fold first
+        from simplefold.utils.files import check_writable_dir
+
+        try:
+            check_writable_dir(args.output)
+        except OSError as exc:
+            raise CLIError(str(exc.strerror or exc)) from None
     if shard is not None:
         targets_here = [targets[i] for i in outputs.shard_indices([t.name for t in targets], shard)]
     else:

@@ -233,3 +233,22 @@ def cache_dir() -> pathlib.Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = pathlib.Path(xdg).expanduser() if xdg else pathlib.Path.home() / ".cache"
     return base / "simplefold"
+
+
+def check_writable_dir(directory: str | os.PathLike) -> pathlib.Path:
+    """Create ``directory`` if needed and prove it takes a file (create + remove a probe).
+
+    ``os.access`` is not enough: it says yes to root on a read-only mount or a full disk.
+
+    Raises:
+      OSError: with a message naming the directory and the reason.
+    """
+    d = pathlib.Path(directory).expanduser()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=d)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OSError(e.errno, f"{d}: cannot write there ({e.strerror or e})") from None
+    return d

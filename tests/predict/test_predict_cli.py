@@ -299,6 +299,25 @@ def test_rerun_with_fewer_samples_replaces_the_target_as_a_whole(tiny_model_dir,
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".simplefold")) == ["alpha", "manifest.jsonl"]
 
 
+def test_unwritable_output_fails_before_any_work_with_one_line(tiny_model_dir, tmp_path, caplog, monkeypatch):
+    """An output path that cannot take files (here below a regular file: as root, chmod would not
+    stop writes) is refused with one line naming it, exit 2, before the model is loaded."""
+    from simplefold.predict import loading
+
+    def boom(*a, **k):
+        raise AssertionError("model loaded before the output was checked")
+
+    monkeypatch.setattr(loading, "load_model", boom)
+    fasta = _fasta(tmp_path / "one.fasta", {"alpha": SEQS["alpha"]})
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["predict", str(fasta), "-o", str(blocker / "out"), "--model", str(tiny_model_dir), "--no-progress"]) == 2
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    msg = errors[0].getMessage()
+    assert "\n" not in msg and str(blocker / "out") in msg and "cannot write" in msg
+
+
 # ----------------------------------------------------------------------------- structure check, unstable grid
 
 
