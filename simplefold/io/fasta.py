@@ -24,6 +24,8 @@ UTF-8, no records, sequence data before the first header) still raise.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import pathlib
 import re
@@ -32,6 +34,8 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple, overload
 
 from simplefold import residues
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "FastaRecord", "FastaError", "parse_fasta", "read_sequences", "iter_records", "iter_sequences",
@@ -369,6 +373,19 @@ def _cross_file_duplicate(
     )
 
 
+def _qualified(rec: FastaRecord, file: pathlib.Path, first_seen: dict[str, FastaRecord]) -> FastaRecord:
+    """``rec`` renamed ``<file stem>.<name>`` when an earlier file of the folder used its name
+    (``>query`` / ``>sequence`` are common), so both are folded; logged, and the target's source
+    (file:line) in the manifest says where it came from."""
+    name = sanitize_name(f"{file.stem}.{rec.name}")
+    if name.lower() in first_seen:
+        return rec  # still taken: reported as a duplicate
+    prev = first_seen[rec.name.lower()]
+    logger.warning("%s:%d: record name %r is also used in %s:%d; this one is named %r", file, rec.line, rec.name,
+                   prev.path, prev.line, name)
+    return dataclasses.replace(rec, name=name)
+
+
 def _missing_path_error(inp: str | os.PathLike) -> FastaError:
     text = os.fspath(inp)
     if isinstance(inp, os.PathLike):
@@ -416,8 +433,10 @@ def iter_sequences(inp: str | os.PathLike) -> Iterator[FastaRecord | FastaError]
     """Lenient :func:`read_sequences`: the same inputs, each bad record yielded as its error.
 
     Items come in the order of :func:`read_sequences` (files sorted by path, records in file
-    order); a record reusing the name of one in an earlier file of a folder is yielded as a
-    ``duplicate record name`` error. See :func:`iter_records` for the errors.
+    order). In a folder, a record reusing the name of one in an earlier file is renamed
+    ``<file stem>.<name>`` (logged; a ``duplicate record name`` error only if that is taken too),
+    and a file that cannot be read (binary, not UTF-8, ...) is yielded as its error while the other
+    files are still read. See :func:`iter_records` for the errors.
 
     Raises:
       FastaError: file-level problems (a missing path, a folder without FASTA files, an
@@ -429,9 +448,14 @@ def iter_sequences(inp: str | os.PathLike) -> Iterator[FastaRecord | FastaError]
     elif path.is_dir():
         first_seen: dict[str, FastaRecord] = {}
         for f in _folder_files(path):
-            for item in iter_records(f):
-                dup = None if isinstance(item, FastaError) else _cross_file_duplicate(item, f, first_seen)
-                yield dup if dup is not None else item
+            try:
+                for item in iter_records(f):
+                    if not isinstance(item, FastaError) and item.name.lower() in first_seen:
+                        item = _qualified(item, f, first_seen)
+                    dup = None if isinstance(item, FastaError) else _cross_file_duplicate(item, f, first_seen)
+                    yield dup if dup is not None else item
+            except FastaError as exc:  # one unreadable or binary file: recorded, the other files still run
+                yield exc
     elif path.exists():
         yield from iter_records(path)
     elif _is_fasta_text(inp):

@@ -264,12 +264,16 @@ def test_iter_sequences_folder_bare_and_missing(tmp_path):
     folder.mkdir()
     _write(folder, "a.fasta", ">x\nACD\n>bad\nA1\n")
     _write(folder, "b.fasta", ">y\nACD\n>X\nEF\n>z\nGH\n")
+    _write(folder, "c.fasta", ">c.X\nKK\n>X\nLL\n")
     items = list(iter_sequences(folder))
     assert [(type(i).__name__, getattr(i, "name", None) or i.record) for i in items] == [
-        ("FastaRecord", "x"), ("FastaError", "bad"), ("FastaRecord", "y"), ("FastaError", "X"), ("FastaRecord", "z"),
+        ("FastaRecord", "x"), ("FastaError", "bad"), ("FastaRecord", "y"), ("FastaRecord", "b.X"), ("FastaRecord", "z"),
+        ("FastaRecord", "c.X"), ("FastaError", "X"),
     ]
-    dup = items[3]
-    assert str(dup).startswith(f"{folder / 'b.fasta'}:3: record 'X': duplicate record name (also in ")
+    # a name used by an earlier file is qualified by its file; when that is taken too, a duplicate
+    assert items[3].sequence == "EF" and items[3].line == 3
+    dup = items[6]
+    assert str(dup).startswith(f"{folder / 'c.fasta'}:3: record 'X': duplicate record name (also in ")
     assert f"{folder / 'a.fasta'}:1" in str(dup) and dup.header_line == 3
     assert items[1].line == 4 and items[1].source == str(folder / "a.fasta")
     # the same inputs as read_sequences

@@ -99,13 +99,15 @@ def test_read_targets_folder_unnamed_record_and_cross_file_duplicate(tmp_path):
     a, b = tmp_path / "a.fasta", tmp_path / "b.fasta"
     a.write_text(f">x\n{SEQ_A}\n>\nMKT\n")
     b.write_text(f">y\n{SEQ_B}\n>X dup\nGG\n")
+    (tmp_path / "c.fasta").write_bytes(bytes(range(200, 256)) * 4)  # a binary file among them
     ts = read_targets(tmp_path)
-    assert [t.name for t in ts] == ["x", "a_line3", "y", "X"]
-    assert [t.error is None for t in ts] == [True, False, True, False]
+    assert [t.name for t in ts] == ["x", "a_line3", "y", "b.X", "c_line1"]
+    assert [t.error is None for t in ts] == [True, False, True, True, False]
     assert ts[1].error.startswith(f"{a}:3: record 'a_line3': empty record name") and ts[1].source == f"{a}:3"
     assert ts[2].source == f"{b}:1" and ts[2].sequence == SEQ_B
-    assert ts[3].error.startswith(f"{b}:3: record 'X': duplicate record name (also in {a}:1)")
-    assert ts[3].description == "X dup" and ts[3].source == f"{b}:3"
+    # the second "x"/"X" is folded too, under a name qualified by its file; its source says where it is
+    assert ts[3].sequence == "GG" and ts[3].description == "X dup" and ts[3].source == f"{b}:3"
+    assert "not UTF-8" in ts[4].error and str(tmp_path / "c.fasta") in ts[4].error
 
 
 def test_demo_model_resolution_message():
