@@ -24,7 +24,7 @@ from simplefold.predict import outputs
 from simplefold.predict.engine import FoldResult
 from simplefold.predict.loading import LoadedModel, model_spec_name
 from simplefold.predict.options import FoldOptions
-from simplefold.predict.targets import Target, TargetError, check_target
+from simplefold.predict.targets import Target, TargetError, check_target, unknown_residues
 from simplefold.utils.files import append_jsonl, publish_directory, write_json
 
 logger = logging.getLogger(__name__)
@@ -76,6 +76,10 @@ def write_result(
     if failed:  # checked before anything is written: no partial output of a diverged target
         raise TargetError(f"{result.name}: prediction failed the structure check ({' | '.join(failed)})")
     paths = outputs.TargetPaths(Path(root), result.name, fmt)
+    unknown = unknown_residues(result.target.sequence)
+    if unknown:  # the official featurizer reads these as UNK: say so, per target
+        logger.warning("%s: %d residues read as UNK: %s", result.name, len(unknown), " ".join(unknown[:20])
+                       + (" ..." if len(unknown) > 20 else ""))
 
     def write_into(into: Path) -> None:
         files: dict[str, Any] = {"samples": []}
@@ -99,6 +103,7 @@ def write_result(
             "description": result.target.description,
             "source": result.target.source,
             "sequence": result.target.sequence,
+            "unknown_residues": unknown,  # letters read as UNK, e.g. "X12"
             "length": len(result.target.sequence),
             "num_atoms": int(result.samples[0].structure.num_atoms),
             "model": model.describe(),

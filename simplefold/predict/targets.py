@@ -107,6 +107,13 @@ def _bad_record_target(exc) -> Target:
     return Target(name, "", exc.description, f"{exc.source}:{header_line}", reason)
 
 
+def unknown_residues(sequence: str) -> list[str]:
+    """Letters the model reads as UNK (X, B, Z, J, O, U), as ``"<letter><position>"`` (1-based)."""
+    from simplefold import residues
+
+    return [f"{c}{i}" for i, c in enumerate(sequence.upper(), 1) if c in residues.UNKNOWN_LETTERS]
+
+
 def check_target(target: Target) -> None:
     """Raise :class:`TargetError` for a target the model cannot fold (empty, or several chains)."""
     where = f" ({target.source})" if target.source else ""

@@ -318,6 +318,15 @@ def test_unwritable_output_fails_before_any_work_with_one_line(tiny_model_dir, t
     assert "\n" not in msg and str(blocker / "out") in msg and "cannot write" in msg
 
 
+def test_unknown_letters_are_recorded_in_summary_and_log(tiny_model_dir, tmp_path, caplog):
+    fasta = _fasta(tmp_path / "one.fasta", {"odd": "MKTXAYUIAKQB"})
+    out = tmp_path / "out"
+    assert main(["predict", str(fasta), "-o", str(out), "--model", str(tiny_model_dir), "--steps", STEPS,
+                 "--no-progress", "--no-plddt"]) == 0
+    assert json.loads((out / "odd" / "summary.json").read_text())["unknown_residues"] == ["X4", "U7", "B12"]
+    assert any("3 residues read as UNK: X4 U7 B12" in r.getMessage() for r in caplog.records)
+
+
 # ----------------------------------------------------------------------------- structure check, unstable grid
 
 
