@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     d = option_defaults()
     parser.add_argument("input", nargs="?", help="FASTA file, directory of FASTA files, or an amino-acid sequence")
-    parser.add_argument("-o", "--output", type=Path, help="output directory")
+    parser.add_argument("-o", "--output", type=Path, help="output directory (required, except with --dry-run or --merge-manifests)")
     parser.add_argument(
         "--model",
         help=f"released name (simplefold_100M ... simplefold_3B), a directory of converted weights, or 'demo' "
@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="at most this many samples per network call")
     parser.add_argument("--precision", choices=PRECISIONS,
                         help=f"float32 = the official numerics; bfloat16 = mixed precision, faster on CPUs and GPUs "
-                             f"with bf16 units and half the weight memory (default: {d['precision']})")
+                             f"with bf16 units (default: {d['precision']})")
     budget = (f"{DEVICE_MEMORY_FRACTION:.0%} of accelerator memory; on CPU the available RAM minus "
               f"{HOST_MEMORY_HEADROOM / 1e9:.1f} GB")
     parser.add_argument("--max-memory-gb", type=float,
