@@ -471,7 +471,7 @@ def format_plan(plans: Sequence[TargetPlan], budget: int | None = None) -> str:
         if math.isfinite(p.seconds) and not p.error:
             total_t += p.seconds
         bucket = f"{p.bucket_tokens}/{p.bucket_atoms}" if p.bucket_tokens else "-"
-        note = "FAILS: " + p.error.split(": ", 1)[-1] if p.error else ""
+        note = "FAILS: " + p.error if p.error else ""  # the real run's message (file:line for bad records)
         ph = dict(p.phase_bytes)
         esm_, smp, pl = (f"{ph[k] / 1e9:.2f}" if k in ph else "-" for k in ("esm", "sampling", "plddt"))
         rows.append(
