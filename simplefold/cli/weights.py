@@ -87,4 +87,11 @@ def run(args: argparse.Namespace) -> int:
             return 0
     except registry.WeightsError as exc:
         raise CLIError(str(exc)) from exc
+    except ValueError as exc:
+        from simplefold.weights.esm import ESMWeightsError
+        from simplefold.weights.torch_reader import CheckpointError
+
+        if isinstance(exc, (CheckpointError, ESMWeightsError)):  # a bad file: its one-line reason names it
+            raise CLIError(str(exc)) from None
+        raise
     raise CLIError(f"unknown action {args.action!r}")

@@ -294,3 +294,35 @@ def test_cli_folding_model_end_to_end(server, env, monkeypatch):
     assert cache.verify("folding_tiny") == []
     model = checkpoints.load_converted(cache.resolve("folding_tiny", offline=True))
     assert model.module.config.hidden_size == summary["hidden_size"]
+
+
+def test_cli_import_of_a_bad_file_is_one_line_naming_it(env, tmp_path):
+    """Truncated file, random bytes, a pickle that would run code: exit 2 and one line naming the
+    file, no traceback, nothing installed (the code of the malicious pickle never runs)."""
+    import io
+    import pickle
+    import zipfile
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'PWNED'}",))
+
+    good = (PARITY / "esm2_t2_d64.pt").read_bytes()
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps(Evil()))
+        z.writestr("archive/version", "3\n")
+    cases = {"truncated": good[: len(good) // 3], "random": os.urandom(4096), "malicious": evil.getvalue()}
+    e = dict(os.environ, JAX_PLATFORMS="cpu")
+    for kind, data in cases.items():
+        path = tmp_path / kind / "esm2_t2_d64.pt"
+        path.parent.mkdir()
+        path.write_bytes(data)
+        p = subprocess.run([sys.executable, "-m", "simplefold", "weights", "import", str(path), "--name", ESM_NAME],
+                           env=e, capture_output=True, text=True)
+        errors = [ln for ln in p.stderr.splitlines() if ln.startswith("ERROR")]
+        assert p.returncode == 2, (kind, p.stderr)
+        assert "Traceback" not in p.stderr and len(errors) == 1 and str(path) in errors[0], (kind, p.stderr)
+    assert not (tmp_path / "PWNED").exists()
+    assert "no" in subprocess.run([sys.executable, "-m", "simplefold", "weights", "list"], env=e,
+                                  capture_output=True, text=True).stdout.split(ESM_NAME, 1)[1].split("\n", 1)[0]
