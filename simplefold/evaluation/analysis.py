@@ -141,6 +141,10 @@ def _expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return files
 
 
+#: An ensemble's members must share at least this fraction of the smallest member's CA residues.
+MIN_COMMON_FRACTION = 0.5
+
+
 def _residue_keys(structure: Structure) -> tuple[list[tuple], np.ndarray]:
     """Residue identities and (R, 3) CA coordinates of the residues of ``structure`` with a CA."""
     keys, coords = [], []
@@ -176,6 +180,13 @@ def ensemble_from_structures(structures: Sequence[Structure], labels: Sequence[s
         raise EnsembleError(
             f"members {labels[0]!r} ... {labels[-1]!r} share no residue with a CA "
             "(matched by chain ID, residue number, insertion code and name)"
+        )
+    smallest = min(range(len(per_member)), key=lambda k: len(per_member[k][0]))
+    if len(order) < MIN_COMMON_FRACTION * len(per_member[smallest][0]):
+        # e.g. two unrelated proteins that happen to share a few (chain, number, name) keys
+        raise EnsembleError(
+            f"{labels[smallest]!r} shares only {len(order)} of its {len(per_member[smallest][0])} CA residues with "
+            f"the other members (need {MIN_COMMON_FRACTION:.0%}): these are not conformations of one protein"
         )
     for label, (keys, _) in zip(labels, per_member):
         if len(keys) > len(order):

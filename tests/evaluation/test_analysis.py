@@ -257,3 +257,17 @@ def test_cli_rejects_single_member(tmp_path, two_states):
     write_structure(tmp_path / "one.pdb", two_states[0])
     assert main(["analyze", str(tmp_path / "one.pdb"), "-o", str(tmp_path / "o")]) == 2
     assert main(["analyze", str(tmp_path / "nothing.pdb"), "-o", str(tmp_path / "o")]) == 2
+
+
+def test_unrelated_proteins_are_not_an_ensemble(tmp_path, capsys):
+    """Two different proteins share a few (chain, number, name) keys by chance; analyze refuses
+    them with a reason instead of building an 'ensemble' of those residues."""
+    a = read_structure(FIXTURES / "structures" / "1BF4.pdb.gz")
+    b = read_structure(FIXTURES / "structures" / "2HPR.pdb.gz")
+    keys = [set(analysis._residue_keys(s)[0]) for s in (a, b)]
+    assert 0 < len(keys[0] & keys[1]) < 0.5 * min(map(len, keys))  # the case of the issue: a few shared keys
+    with pytest.raises(analysis.EnsembleError, match="not conformations of one protein"):
+        analysis.ensemble_from_structures([a, b], ["1BF4", "2HPR"])
+    for s in (a, b):
+        write_structure(tmp_path / f"{s.name}.pdb", s)
+    assert main(["analyze", str(tmp_path / "1BF4.pdb"), str(tmp_path / "2HPR.pdb"), "-o", str(tmp_path / "out")]) == 2
