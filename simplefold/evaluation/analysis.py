@@ -585,8 +585,14 @@ def write_analysis(result: EnsembleAnalysis, outdir: str | os.PathLike, *, write
     if write_representatives and result.clusters:
         # One multi-model file, model i = representative of cluster i (largest cluster first).
         path = out / "representatives.pdb"
+        reps = [ens.members[c.medoid] for c in result.clusters]
+        if len({r.num_atoms for r in reps}) == 1 and len(reps) > 1:
+            # a multi-model file shares its per-atom annotations between models: every model carries
+            # the mean B-factor (pLDDT) of the representatives, as predict's ensemble files do
+            mean_b = np.mean([np.concatenate([c.b_factors for c in r.chains]) for r in reps], axis=0)
+            reps = [r.with_coords(r.coords, b_factors=mean_b) for r in reps]
         try:
-            write_structure(path, [ens.members[c.medoid] for c in result.clusters])
+            write_structure(path, reps)
         except (StructureError, ValueError) as exc:  # e.g. members with different atom layouts
             logger.warning("could not write %s: %s", path, exc)
         else:

@@ -271,3 +271,19 @@ def test_unrelated_proteins_are_not_an_ensemble(tmp_path, capsys):
     for s in (a, b):
         write_structure(tmp_path / f"{s.name}.pdb", s)
     assert main(["analyze", str(tmp_path / "1BF4.pdb"), str(tmp_path / "2HPR.pdb"), "-o", str(tmp_path / "out")]) == 2
+
+
+def test_representatives_written_when_members_carry_their_own_plddt(tmp_path, two_states):
+    """Predicted samples differ in their B-factors (each its own pLDDT); the representatives file is
+    still written (models share the mean B-factor, as predict's ensemble files do)."""
+    a, b = two_states
+    rng = np.random.default_rng(0)
+    members = [s.with_coords(s.coords, b_factors=rng.uniform(20, 90, s.num_atoms).astype(np.float32))
+               for s in (a, b, a, b)]
+    for k, m in enumerate(members):
+        write_structure(tmp_path / "in" / f"t_sample_{k}.pdb", m)
+    out = tmp_path / "out"
+    assert main(["analyze", str(tmp_path / "in"), "-o", str(out)]) == 0
+    summary = json.loads((out / "analysis.json").read_text())
+    reps = read_structure_models(out / "representatives.pdb")
+    assert len(reps) == summary["clustering"]["n_clusters"] >= 2
