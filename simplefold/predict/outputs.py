@@ -9,6 +9,9 @@ Layout of an output directory ``OUT``::
         <target>_sample_<k>.<pdb|cif>     sample k = 0..S-1 (pLDDT x 100 in the B-factor column)
         <target>_ensemble.<pdb|cif>       all samples as models 1..S (only when S > 1)
         <target>_plddt.png                per-residue pLDDT of every sample (when pLDDT is on)
+        <target>_confidences.json         AF3-style per-residue and per-atom pLDDT, mean and rank of
+                                          every sample (when pLDDT is on; :mod:`simplefold.predict.confidences`)
+        <target>_ranking_scores.csv       seed,sample,ranking_score,rank,file: best sample first (pLDDT on)
         summary.json                      written LAST: its presence marks the target complete
 
 Every file is written atomically (:func:`simplefold.utils.files.atomic_open`), so an interrupted
@@ -105,6 +108,14 @@ class TargetPaths:
     @property
     def plddt_png(self) -> Path:
         return self.dir / f"{self.name}_plddt.png"
+
+    @property
+    def confidences(self) -> Path:
+        return self.dir / f"{self.name}_confidences.json"
+
+    @property
+    def ranking(self) -> Path:
+        return self.dir / f"{self.name}_ranking_scores.csv"
 
     @property
     def summary(self) -> Path:

@@ -20,12 +20,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from simplefold.predict import outputs
+from simplefold.predict import confidences, outputs
 from simplefold.predict.engine import FoldResult
 from simplefold.predict.loading import LoadedModel, model_spec_name
 from simplefold.predict.options import FoldOptions
 from simplefold.predict.targets import Target, TargetError, check_target, unknown_residues
-from simplefold.utils.files import append_jsonl, publish_directory, write_json
+from simplefold.utils.files import append_jsonl, atomic_write_text, publish_directory, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def write_result(
     fingerprint: Mapping[str, Any],
     plot: bool = True,
 ) -> outputs.TargetPaths:
-    """Write one target's files (samples, ensemble, pLDDT plot, then summary.json last)."""
+    """Write one target's files (samples, ensemble, pLDDT plot and confidences, then summary.json last)."""
     from simplefold import plots
     from simplefold.io.structure import write_structure
 
@@ -93,6 +93,12 @@ def write_result(
         if plot and have_plddt:
             plots.plot_plddt([s.plddt for s in result.samples], into / paths.plddt_png.name, title=result.name)
             files["plddt_png"] = paths.plddt_png.name
+        if have_plddt:
+            doc = confidences.confidences_document(result, files["samples"])
+            # compact: thousands of per-atom values, one per line, would dwarf the structure files
+            atomic_write_text(into / paths.confidences.name, json.dumps(doc, separators=(",", ":")) + "\n")
+            atomic_write_text(into / paths.ranking.name, confidences.ranking_csv(doc, options.seed))
+            files["confidences"], files["ranking"] = paths.confidences.name, paths.ranking.name
         timings = dict(result.timings)
         timings["write"] = time.perf_counter() - t0
         import jax

@@ -72,6 +72,34 @@ def _check_pdb_and_cif(path: Path, sequence: str, plddt: list[float]) -> None:
             assert abs(a.b_iso - plddt[i]) < 0.011
 
 
+def _check_confidences(d: Path, name: str, sequence: str, summary: dict) -> None:
+    """AF3-style confidences.json and ranking CSV agree with summary.json and with the B-factors
+    gemmi reads from each sample file, atom by atom."""
+    import csv
+
+    import gemmi
+
+    conf = json.loads((d / f"{name}_confidences.json").read_text())
+    assert conf["target"] == name and conf["sequence"] == sequence and conf["num_samples"] == 2
+    assert conf["token_res_ids"] == list(range(1, len(sequence) + 1)) and set(conf["token_chain_ids"]) == {"A"}
+    assert conf["ranking"] == summary["ranking"]
+    by_index = {s["index"]: s for s in summary["samples"]}
+    for c in conf["samples"]:
+        s = by_index[c["index"]]
+        assert c["file"] == s["file"] and c["rank"] == s["rank"]
+        assert c["residue_plddts"] == pytest.approx(s["plddt"], abs=0.006)
+        assert c["mean_plddt"] == pytest.approx(s["mean_plddt"], abs=0.006) == c["ranking_score"]
+        model = gemmi.read_structure(str(d / c["file"]))[0]
+        atoms = [(ch.name, r.seqid.num, a.name, a.b_iso) for ch in model for r in ch for a in r if a.name != "OXT"]
+        assert [a[:3] for a in atoms] == list(zip(conf["atom_chain_ids"], conf["atom_res_ids"], conf["atom_names"]))
+        np.testing.assert_allclose([a[3] for a in atoms], c["atom_plddts"], atol=0.011)
+    rows = list(csv.DictReader((d / f"{name}_ranking_scores.csv").open()))
+    assert [int(r["sample"]) for r in rows] == conf["ranking"]  # best first
+    assert [int(r["rank"]) for r in rows] == [1, 2] and {r["seed"] for r in rows} == {str(summary["seed"])}
+    scores = [float(r["ranking_score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+
+
 def test_predict_end_to_end_pdb_cif_bad_record_and_resume(tiny_model_dir, tmp_path, capsys):
     fasta = _fasta(tmp_path / "in.fasta", SEQS, extra=">broken\nMKT1AY\n")
     out = tmp_path / "out"
@@ -89,7 +117,7 @@ def test_predict_end_to_end_pdb_cif_bad_record_and_resume(tiny_model_dir, tmp_pa
         d = out / name
         assert sorted(p.name for p in d.iterdir()) == sorted(
             [f"{name}_sample_0.pdb", f"{name}_sample_1.pdb", f"{name}_ensemble.pdb", f"{name}_plddt.png",
-             "summary.json"]
+             f"{name}_confidences.json", f"{name}_ranking_scores.csv", "summary.json"]
         )
         summary = json.loads((d / "summary.json").read_text())
         assert summary["sequence"] == seq and summary["seed"] == 5 and summary["num_samples"] == 2
@@ -102,6 +130,7 @@ def test_predict_end_to_end_pdb_cif_bad_record_and_resume(tiny_model_dir, tmp_pa
             assert s["mean_plddt"] == pytest.approx(np.mean(s["plddt"]), abs=0.01)
             _check_pdb_and_cif(d / s["file"], seq, s["plddt"])
         assert (d / f"{name}_plddt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        _check_confidences(d, name, seq, summary)
         # ensemble: 2 models
         import gemmi
 
