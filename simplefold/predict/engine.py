@@ -289,11 +289,13 @@ class Folder(_Placement):
         return self._replicate({k: jnp.asarray(v) for k, v in batched.items()}), n_real
 
     def sample_target(self, target: Target, *, esm_s: np.ndarray | None = None, progress: Any = None,
-                      plddt: bool = False) -> "SampledTarget":
+                      plddt: bool = False, step_progress: Any = None) -> "SampledTarget":
         """Sampling phase of one target: the raw (un-centred, model units) sampler outputs of all its samples.
 
         With ``plddt`` (and a pLDDT pair attached) the pLDDT of each chunk is computed right away
         (every model resident at once, the non-phased path); otherwise :meth:`score` adds it later.
+        ``progress`` (tqdm-like) is advanced by the samples of each chunk; ``step_progress`` by
+        sampler steps while a chunk runs (:meth:`steps_to_run` per target in all).
 
         Raises:
           TargetError: the target cannot be folded (the message names it).
@@ -331,7 +333,15 @@ class Folder(_Placement):
                 kc = jnp.concatenate([kc, jnp.broadcast_to(kc[-1:], (chunk - n_here,))])
             kc = self._shard_samples(kc)
             t0 = time.perf_counter()
-            y = sampler.sample(self._velocity, feats_dev, key=kc, config=self.sampler_config)
+            on_step = None
+            if step_progress is not None:
+                last = [0]
+
+                def on_step(done: int, total: int, last=last) -> None:
+                    step_progress.update(done - last[0])
+                    last[0] = done
+
+            y = sampler.sample(self._velocity, feats_dev, key=kc, config=self.sampler_config, on_step=on_step)
             y = jax.block_until_ready(y)
             t_sample += time.perf_counter() - t0
             if plddt and self.plddt_enabled:
@@ -349,6 +359,16 @@ class Folder(_Placement):
         return SampledTarget(target, plan_, np.concatenate(raw_out), n_real, np.asarray(feats_dev["atom_pad_mask"]),
                              esm_s, timings,
                              np.concatenate(plddt_out).astype(np.float32) if plddt_out else None)
+
+    def steps_to_run(self, target: Target) -> int:
+        """Sampler steps :meth:`sample_target` runs for ``target`` (chunks x steps; 0 if it cannot run)."""
+        try:
+            plan_ = self.plan(target)
+        except Exception:  # noqa: BLE001 - a bad target fails in sample_target with its message
+            return 0
+        if plan_.error:
+            return 0
+        return -(-plan_.num_samples // plan_.chunk) * self.sampler_config.num_steps
 
     def score(self, sampled: "SampledTarget") -> FoldResult:
         """pLDDT phase of one target (when a pLDDT pair is attached) and its :class:`FoldResult`."""
@@ -417,15 +437,18 @@ class Folder(_Placement):
         """Fold targets bucket by bucket; yields a FoldResult or the TargetError of each target
         (in processing order, which is by bucket then input order)."""
         order = sorted(range(len(targets)), key=lambda i: (bucket_key(targets[i], self.options), i))
-        bar = progress_bar(total=len(targets) * self.options.num_samples, desc="samples", unit="sample",
-                           disable=not progress)
+        steps = [self.steps_to_run(targets[i]) for i in order] if progress else [0] * len(order)
+        bar = progress_bar(total=sum(steps), desc="sampling", unit="step", disable=not progress)
         try:
-            for i in order:
+            for i, n in zip(order, steps):
+                start = bar.n
+                bar.set_postfix_str(targets[i].name, refresh=False)
                 try:
-                    yield self.fold_target(targets[i], progress=bar)
+                    yield self.score(self.sample_target(targets[i], plddt=True, step_progress=bar if progress else None))
                 except TargetError as exc:
-                    bar.update(self.options.num_samples)
                     yield exc
+                finally:
+                    bar.update(start + n - bar.n)
         finally:
             bar.close()
 

@@ -211,11 +211,16 @@ def run_phases(
             if loaded is None:
                 loaded = load_model(model, plddt=False, offline=offline, precision=options.precision)
             folder = Folder(loaded, dataclasses.replace(options, plddt=False), devices=devices)
-            bar = progress_bar(total=len(pending), desc="sampling", unit="target", disable=not progress)
+            # the bar counts sampler steps of every pending target, so a long sample moves and the
+            # ETA covers the whole phase
+            steps = {t.name: folder.steps_to_run(t) for t in pending} if progress else {}
+            bar = progress_bar(total=sum(steps.values()), desc="sampling", unit="step", disable=not progress)
             try:
-                for t in pending:
+                for i, t in enumerate(pending):
+                    bar.set_postfix_str(f"{t.name} ({i + 1}/{len(pending)})", refresh=False)
+                    start_n = bar.n
                     try:
-                        s = folder.sample_target(t, esm_s=embeddings.get(t))
+                        s = folder.sample_target(t, esm_s=embeddings.get(t), step_progress=bar if progress else None)
                         if want_plddt:
                             _save_samples(samples_path(out, t.name), s, fingerprint)
                             sampled[t.name] = s
@@ -226,7 +231,7 @@ def run_phases(
                     except Exception as exc:  # noqa: BLE001 - one target's failure must not stop the run
                         logger.exception("%s: sampling failed", t.name)
                         on_failed(t, f"{type(exc).__name__}: {exc}")
-                    bar.update(1)
+                    bar.update(start_n + steps.get(t.name, 0) - bar.n)  # a failed target's steps count as done
             finally:
                 bar.close()
     if not want_plddt:

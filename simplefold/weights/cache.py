@@ -12,7 +12,15 @@ Cache layout (:func:`simplefold.utils.files.cache_dir`: ``$SIMPLEFOLD_CACHE``, e
     downloads/<file>.part       an interrupted download, resumed (:func:`simplefold.weights.download.fetch`)
     weights/<name>/             converted weights
     weights/<name>.json         the record
+    pins.json                   sha256 and size each entry's source must have (see below)
     locks/<name>.lock           flock'ed while an entry is downloaded or converted
+
+Pinning: most released files have no checksum published, so the registry cannot pin them. The
+first download or import of an entry records its source's sha256 and size in ``pins.json``
+("first download"); every later download or import of that entry (``--force``, a wiped cache
+with the same pins file, another machine sharing the cache) must match, or it is refused. A
+user who knows the digest pins it with ``--sha256`` ("user"); the registry's own checksum always
+wins. :func:`pin_status` says which entries were never pinned by the registry or the user.
 
 A second process asking for the same entry waits on the lock and then uses the first one's result.
 """
@@ -121,14 +129,101 @@ def _file_table(root: pathlib.Path) -> dict[str, dict]:
     return table
 
 
-def _install(entry: WeightsEntry, source: pathlib.Path, origin: dict) -> pathlib.Path:
-    """Convert ``source`` into the cache and write the record (caller holds the entry lock)."""
+# --------------------------------------------------------------------------------------
+# Pins: the sha256/size an entry's source file must have
+# --------------------------------------------------------------------------------------
+
+PINS_FILE = "pins.json"
+PIN_REGISTRY, PIN_USER, PIN_FIRST_USE = "registry", "user", "first download"
+
+
+def _pins_path() -> pathlib.Path:
+    return cache_dir() / PINS_FILE
+
+
+def _read_pins() -> dict[str, dict]:
+    path = _pins_path()
+    if not path.is_file():
+        return {}
+    try:
+        pins = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ChecksumError(f"{path}: unreadable pins file ({exc}); fix or delete it") from exc
+    return pins if isinstance(pins, dict) else {}
+
+
+def _normalise_sha256(value: str) -> str:
+    digest = value.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise WeightsError(f"--sha256 {value!r}: expected 64 hexadecimal digits")
+    return digest
+
+
+def expected_source(entry: WeightsEntry, sha256: str | None = None) -> tuple[str | None, int | None, str | None]:
+    """(sha256, size, who pinned it) the source file of ``entry`` must match; Nones when unpinned.
+
+    The registry's checksum wins; then a ``sha256`` given now; then the pins file.
+
+    Raises:
+      ChecksumError: ``sha256`` contradicts the registry's or an earlier user pin.
+    """
+    given = _normalise_sha256(sha256) if sha256 is not None else None
+    if entry.sha256 is not None:
+        if given is not None and given != entry.sha256.lower():
+            raise ChecksumError(f"{entry.name}: --sha256 {given} contradicts the registry's {entry.sha256}")
+        return entry.sha256.lower(), entry.size, PIN_REGISTRY
+    pin = _read_pins().get(entry.name)
+    if given is not None:
+        if pin and pin.get("pinned_by") == PIN_USER and pin.get("sha256") != given:
+            raise ChecksumError(f"{entry.name}: --sha256 {given} contradicts the earlier pin {pin.get('sha256')} "
+                                f"({_pins_path()}); remove that entry from the file to re-pin")
+        return given, None, PIN_USER  # a user pin replaces a first-download record
+    if pin:
+        return pin.get("sha256"), pin.get("size"), pin.get("pinned_by", PIN_FIRST_USE)
+    return None, None, None
+
+
+def _write_pin(entry: WeightsEntry, digest: str, size: int, pinned_by: str) -> None:
+    if pinned_by == PIN_REGISTRY:
+        return
+    with file_lock(cache_dir() / "locks" / "pins.lock", "the pins file"):
+        pins = _read_pins()
+        old = pins.get(entry.name, {})
+        if old.get("sha256") == digest and old.get("pinned_by") == pinned_by:
+            return
+        pins[entry.name] = {"sha256": digest, "size": size, "pinned_by": pinned_by,
+                            "pinned_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        write_json(_pins_path(), dict(sorted(pins.items())))
+    if pinned_by == PIN_FIRST_USE:
+        logger.info("%s: recorded sha256 %s and size %d at first download (%s); later downloads must match",
+                    entry.name, digest, size, _pins_path())
+
+
+def pin_status() -> dict[str, str]:
+    """Installed entry name -> who pinned its source checksum: ``registry``, ``user``, ``first
+    download`` (recorded, never independently pinned) or ``never`` (installed before pins existed)."""
+    pins = _read_pins()
+    out = {}
+    for name in installed():
+        entry = get_entry(name)
+        if entry.sha256 is not None:
+            out[name] = PIN_REGISTRY
+        else:
+            out[name] = pins.get(name, {}).get("pinned_by", "never")
+    return out
+
+
+def _install(entry: WeightsEntry, source: pathlib.Path, origin: dict, sha256: str | None = None) -> pathlib.Path:
+    """Check ``source`` against its pin, convert it into the cache and write the record (caller
+    holds the entry lock). ``sha256``: the user's expected digest (pinned once it matches)."""
     size = source.stat().st_size
     digest = sha256_file(source)
-    if entry.sha256 is not None and digest != entry.sha256.lower():
-        raise ChecksumError(f"{source}: sha256 {digest} does not match the registry's {entry.sha256} for {entry.name}")
-    if entry.size is not None and size != entry.size:
-        raise ChecksumError(f"{source}: {size} bytes, the registry expects {entry.size} for {entry.name}")
+    want, want_size, pinned_by = expected_source(entry, sha256)
+    if want is not None and digest != want:
+        raise ChecksumError(f"{source}: sha256 {digest} does not match the {pinned_by} pin {want} for {entry.name}"
+                            + ("" if pinned_by == PIN_REGISTRY else f" ({_pins_path()})"))
+    if want_size is not None and size != want_size:
+        raise ChecksumError(f"{source}: {size} bytes, the {pinned_by} pin expects {want_size} for {entry.name}")
     out = converted_path(entry.name)
     rec = record_path(entry.name)
     rec.unlink(missing_ok=True)  # an entry without a valid record is never used
@@ -145,6 +240,8 @@ def _install(entry: WeightsEntry, source: pathlib.Path, origin: dict) -> pathlib
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_json(rec, record)
+    # pinned only once the file converted: a corrupt first file must not lock out the real one
+    _write_pin(entry, digest, size, pinned_by or PIN_FIRST_USE)
     return out
 
 
@@ -177,6 +274,11 @@ def _check_entry(entry: WeightsEntry, record: dict, *, full: bool) -> list[str]:
     src = record.get("source", {})
     if entry.sha256 is not None and src.get("sha256") != entry.sha256.lower():
         problems.append(f"{name}: source sha256 {src.get('sha256')} differs from the registry's {entry.sha256}")
+    elif entry.sha256 is None:
+        pin = _read_pins().get(name)
+        if pin and src.get("sha256") != pin.get("sha256"):
+            problems.append(f"{name}: source sha256 {src.get('sha256')} differs from the {pin.get('pinned_by')} "
+                            f"pin {pin.get('sha256')} ({_pins_path()})")
     root = converted_path(name)
     files = record.get("converted", {}).get("files", {})
     if not files:
@@ -225,11 +327,14 @@ def download(
     retries: int = 5,
     backoff: float = 1.0,
     timeout: float = 60.0,
+    sha256: str | None = None,
 ) -> pathlib.Path:
     """Download and convert one registry entry; returns the converted weights directory.
 
     Concurrent calls for the same entry (threads or processes) serialise on a file lock: the
     second waits and reuses the first one's result. ``force`` re-downloads and re-converts.
+    The source must match its pin (module docstring); ``sha256`` pins it (an installed entry
+    whose recorded source differs is refused).
 
     Raises:
       OfflineError, DownloadError, ChecksumError: see :func:`fetch`.
@@ -238,7 +343,14 @@ def download(
     root = cache_dir()
     with file_lock(root / "locks" / f"{entry.name}.lock", entry.name):
         record = _read_record(entry)
+        want, want_size, pinned_by = expected_source(entry, sha256)
         if record is not None and not force and not _check_entry(entry, record, full=False):
+            have = record.get("source", {}).get("sha256")
+            if want is not None and have != want:
+                raise ChecksumError(f"{entry.name}: installed from a source with sha256 {have}, the {pinned_by} "
+                                    f"pin is {want}; run 'simplefold weights download {entry.name} --force'")
+            if sha256 is not None and have is not None:
+                _write_pin(entry, have, int(record["source"].get("size", 0)), PIN_USER)
             logger.info("%s is already installed", entry.name)
             return converted_path(entry.name)
         url = entry.effective_url
@@ -248,34 +360,36 @@ def download(
             fetch(
                 url,
                 src,
-                sha256=entry.sha256,
-                size=entry.size,
+                sha256=want,
+                size=want_size,
                 retries=retries,
                 backoff=backoff,
                 timeout=timeout,
                 progress=progress,
                 entry=entry,
+                pinned_by=pinned_by or "registry",
             )
         try:
-            out = _install(entry, src, {"url": url})
+            out = _install(entry, src, {"url": url}, sha256=sha256)
         finally:
             if not keep_source:
                 src.unlink(missing_ok=True)
         return out
 
 
-def import_file(path: str | os.PathLike, name: str, *, copy_source: bool = False) -> pathlib.Path:
+def import_file(path: str | os.PathLike, name: str, *, copy_source: bool = False,
+                sha256: str | None = None) -> pathlib.Path:
     """Install a file placed by hand (offline clusters); returns the converted weights directory.
 
-    The file's sha256 is checked against the registry when the registry knows it.
-    ``copy_source`` also keeps a copy under ``downloads/``.
+    The file's sha256 is checked against its pin (registry, ``sha256`` or the first install;
+    module docstring). ``copy_source`` also keeps a copy under ``downloads/``.
     """
     entry = get_entry(name)
     src = pathlib.Path(path).expanduser().absolute()
     if not src.is_file():
         raise WeightsError(f"{src}: no such file")
     with file_lock(cache_dir() / "locks" / f"{entry.name}.lock", entry.name):
-        out = _install(entry, src, {"imported_from": str(src)})
+        out = _install(entry, src, {"imported_from": str(src)}, sha256=sha256)
         if copy_source:
             with open(src, "rb") as fin, atomic_open(cache_dir() / "downloads" / entry.filename, "wb") as fout:
                 shutil.copyfileobj(fin, fout)

@@ -105,3 +105,33 @@ def test_folding_network_released_before_a_separate_plddt_latent_is_loaded(tiny_
         summary = _summary(tmp_path / "out", res.name)
         for s, got in zip(res.samples, summary["samples"]):
             np.testing.assert_allclose(got["plddt"], np.round(s.plddt, 2), atol=0.006)
+
+
+def test_sampling_bar_counts_sampler_steps(tiny_model_dir, tmp_path, monkeypatch):
+    """The sampling bar's total is every pending target's chunks x steps, and it moves while one
+    sample runs (several updates per chunk), not once per target or sample."""
+    bars = []
+
+    class Bar:
+        def __init__(self, total=None, **kwargs):
+            self.total, self.n, self.updates, self.kwargs = total, 0, [], kwargs
+            bars.append(self)
+
+        def update(self, k=1):
+            self.n += k
+            self.updates.append(k)
+
+        def set_postfix_str(self, *a, **k):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(phases, "progress_bar", Bar)
+    options = FoldOptions(num_samples=3, seed=7, num_steps=STEPS, batch_size=2)  # 2 chunks per target
+    predict_to_directory(as_targets(SEQS), tmp_path / "out", str(tiny_model_dir), options, progress=True)
+    (bar,) = [b for b in bars if b.kwargs.get("desc") == "sampling"]
+    assert bar.kwargs["unit"] == "step" and bar.total == len(SEQS) * 2 * STEPS
+    assert bar.n == bar.total
+    positive = [k for k in bar.updates if k > 0]
+    assert len(positive) >= len(SEQS) * 2 * 5  # at least 5 reports per chunk of 20 steps

@@ -251,3 +251,29 @@ def test_official_grid_is_unstable_below_230_steps():
     assert "20 sampler steps" in msg and "19.8×" in msg and "stable from 230 steps" in msg
     # the uniform grid has a small first step only with many steps
     assert sampler.min_stable_steps(sampler.SamplerConfig(log_timesteps=False)) == 100
+
+
+# ----------------------------------------------------------------------------- progress segments
+
+
+@pytest.mark.parametrize("num_steps", [23, 40])  # 23: the last segment is padded; 40: exact segments
+def test_progress_segments_give_the_same_samples_bit_for_bit(official_model, num_steps):
+    """sample(on_step=...) runs the trajectory in PROGRESS_SEGMENTS segments and reports after
+    each; the samples are identical to the single scan, with keys and with replayed noise."""
+    feats = _features("trpcage")
+    key = sampler.sample_keys(3, "trpcage", 2)
+    calls = []
+    plain = sampler.sample(official_model, feats, num_steps=num_steps, key=key)
+    seg = sampler.sample(official_model, feats, num_steps=num_steps, key=key, on_step=lambda d, t: calls.append((d, t)))
+    np.testing.assert_array_equal(np.asarray(seg), np.asarray(plain))
+    assert calls[-1] == (num_steps, num_steps) and len(calls) <= sampler.PROGRESS_SEGMENTS
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and len(set(done)) == len(done) and len(calls) >= min(num_steps, 10)
+
+    s = _fixture("trpcage")  # replay arrays (8 steps)
+    plain = sampler.sample(official_model, feats, num_steps=8, tau=0.1, initial_noise=s["initial_noise"], eps=s["eps"])
+    calls.clear()
+    seg = sampler.sample(official_model, feats, num_steps=8, tau=0.1, initial_noise=s["initial_noise"], eps=s["eps"],
+                         on_step=lambda d, t: calls.append(d))
+    np.testing.assert_array_equal(np.asarray(seg), np.asarray(plain))
+    assert calls == list(range(1, 9))

@@ -326,3 +326,78 @@ def test_cli_import_of_a_bad_file_is_one_line_naming_it(env, tmp_path):
     assert not (tmp_path / "PWNED").exists()
     assert "no" in subprocess.run([sys.executable, "-m", "simplefold", "weights", "list"], env=e,
                                   capture_output=True, text=True).stdout.split(ESM_NAME, 1)[1].split("\n", 1)[0]
+
+
+def test_download_without_a_terminal_logs_progress(server, tmp_path, monkeypatch, caplog):
+    """No terminal (a log file, a batch job): the bar is off and progress lines are logged every
+    10 % of the file, each with the bytes so far and the total."""
+    import logging
+
+    monkeypatch.setattr(download, "_CHUNK", 16 * 1024)
+    with caplog.at_level(logging.INFO, logger="simplefold.weights.download"):
+        download.fetch(f"{server.url}/esm2_t2_d64.pt", tmp_path / "f.pt", progress=True)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("f.pt: ")]
+    assert 8 <= len(lines) <= 12, lines
+    percents = [int(m.split("(")[1].split(" %")[0]) for m in lines]
+    assert percents == sorted(percents) and percents[-1] == 100
+    assert all(" of " in m for m in lines) and "min left" in lines[0]
+    caplog.clear()
+    download.fetch(f"{server.url}/esm2_t2_d64.pt", tmp_path / "g.pt", progress=False)
+    assert not [r for r in caplog.records if r.getMessage().startswith("g.pt: ")]
+
+
+def test_sha256_recorded_at_first_download_then_enforced_and_user_pins(server, env):
+    """No published checksum: the first download's sha256/size are recorded and a later download
+    of other bytes is refused; --sha256 pins (a wrong one is refused, nothing installed);
+    verify says which entries were never pinned."""
+    cache.download(ESM_NAME, progress=False)
+    pins = json.loads((env / "cache" / cache.PINS_FILE).read_text())
+    assert pins[ESM_NAME]["sha256"] == ESM_SHA and pins[ESM_NAME]["size"] == len(ESM_BYTES)
+    assert pins[ESM_NAME]["pinned_by"] == cache.PIN_FIRST_USE
+    assert cache.pin_status() == {ESM_NAME: cache.PIN_FIRST_USE}
+
+    # the server now serves other bytes (same size): a forced re-download is refused, the install kept
+    server.files["/esm2_t2_d64.pt"] = ESM_BYTES[:-1] + bytes([ESM_BYTES[-1] ^ 0xFF])
+    with pytest.raises(registry.ChecksumError, match="first download"):
+        cache.download(ESM_NAME, force=True, progress=False)
+    assert cache.verify(ESM_NAME) == []
+    server.files["/esm2_t2_d64.pt"] = ESM_BYTES
+
+    e = dict(os.environ, JAX_PLATFORMS="cpu")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "simplefold", *a], env=e, capture_output=True, text=True)  # noqa: E731
+    ver = run("weights", "verify")
+    assert ver.returncode == 0 and f"{ESM_NAME}: sha256 recorded at first download, never pinned" in ver.stdout
+    assert "1 never pinned" in ver.stdout
+    wrong = "0" * 64
+    bad = run("weights", "download", ESM_NAME, "--sha256", wrong, "--no-progress")
+    assert bad.returncode == 2 and wrong in bad.stderr and "Traceback" not in bad.stderr
+    bad = run("weights", "download", ESM_NAME, "--sha256", "xyz", "--no-progress")
+    assert bad.returncode == 2 and "64 hexadecimal digits" in bad.stderr
+    ok = run("weights", "download", ESM_NAME, "--sha256", ESM_SHA.upper(), "--no-progress")
+    assert ok.returncode == 0, ok.stderr
+    assert cache.pin_status() == {ESM_NAME: cache.PIN_USER}
+    ver = run("weights", "verify")
+    assert ver.returncode == 0 and f"{ESM_NAME}: source sha256 pinned by the user" in ver.stdout
+    assert "never pinned" not in ver.stdout
+    # a registry checksum wins over anything the user says
+    cache.import_file(ESM_PT, "esm2_t2_d64_known")
+    assert cache.pin_status()["esm2_t2_d64_known"] == cache.PIN_REGISTRY
+    with pytest.raises(registry.ChecksumError, match="contradicts the registry"):
+        cache.import_file(ESM_PT, "esm2_t2_d64_known", sha256=wrong)
+
+
+def test_weights_list_columns_line_up(env):
+    from simplefold.cli import main
+
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["weights", "list"]) == 0
+    rows = [ln for ln in buf.getvalue().splitlines() if "http" in ln or ln.startswith("name")]
+    assert len(rows) >= 10
+    starts = {ln.index("http") if "http" in ln else ln.index("url") for ln in rows}
+    assert len(starts) == 1, buf.getvalue()  # every url starts in the same column
+    longest = max(len(e) for e in registry.registry())
+    assert longest > 34  # the old fixed width was too narrow
