@@ -155,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
     from simplefold.predict import run as predict_run
     from simplefold.predict.loading import ModelNotFoundError
     from simplefold.predict.options import FoldOptions
+    from simplefold.predict.targets import OutputSpaceError
 
     resolve_options(args)
     # --merge-manifests OUT: the single positional is the output directory
@@ -216,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
         )
     except ModelNotFoundError as exc:
         raise CLIError(str(exc)) from None
+    except OutputSpaceError as exc:  # one line, no traceback; the run resumes after space is freed
+        raise CLIError(exc.strerror) from None
     except Exception as exc:
         from simplefold.weights.registry import WeightsError
 

@@ -48,7 +48,7 @@ from simplefold.predict.loading import (
 from simplefold.predict.options import FoldOptions
 from simplefold.predict.planning import TargetPlan, bucket_key
 from simplefold.predict.targets import Target, TargetError
-from simplefold.utils.files import atomic_open, write_json
+from simplefold.utils.files import atomic_open, is_disk_full, write_json
 from simplefold.utils.memory import PhasePeaks
 
 logger = logging.getLogger(__name__)
@@ -229,6 +229,8 @@ def run_phases(
                     except TargetError as exc:
                         on_failed(t, str(exc))
                     except Exception as exc:  # noqa: BLE001 - one target's failure must not stop the run
+                        if is_disk_full(exc):  # ... but a full disk stops it: every later target would fail
+                            raise
                         logger.exception("%s: sampling failed", t.name)
                         on_failed(t, f"{type(exc).__name__}: {exc}")
                     bar.update(start_n + steps.get(t.name, 0) - bar.n)  # a failed target's steps count as done
@@ -267,6 +269,8 @@ def run_phases(
                 s = dataclasses.replace(s, esm_s=embeddings.get(t))
                 on_done(scorer.score(s), loaded, time.perf_counter() - started[t.name])
             except Exception as exc:  # noqa: BLE001
+                if is_disk_full(exc):
+                    raise
                 logger.exception("%s: pLDDT failed", t.name)
                 on_failed(t, f"{type(exc).__name__}: {exc}")
             else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
 import json
 import logging
 import os
@@ -24,8 +25,8 @@ from simplefold.predict import confidences, outputs
 from simplefold.predict.engine import FoldResult
 from simplefold.predict.loading import LoadedModel, model_spec_name
 from simplefold.predict.options import FoldOptions
-from simplefold.predict.targets import Target, TargetError, check_target, unknown_residues
-from simplefold.utils.files import append_jsonl, atomic_write_text, publish_directory, write_json
+from simplefold.predict.targets import OutputSpaceError, Target, TargetError, check_target, unknown_residues
+from simplefold.utils.files import append_jsonl, atomic_write_text, is_disk_full, publish_directory, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -250,14 +251,20 @@ def predict_to_directory(
 
     sampler_warning = options.sampler_config().stability_warning()
 
+    writing: list[str] = []
+
     def done(result: FoldResult, used: LoadedModel, seconds: float) -> None:
+        writing[:] = [result.name]
         try:
             write_result(result, out, fmt=fmt, model=used, options=options, fingerprint=fingerprint)
+            writing.clear()
         except TargetError as exc:  # e.g. the structure check before writing
             logger.error("%s", exc)
             record(result.target, outputs.STATUS_FAILED, str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - one target's failure must not stop the run
+            if is_disk_full(exc):  # ... but a full disk stops it (predict_to_directory says so once)
+                raise
             logger.exception("%s: writing failed", result.name)
             record(result.target, outputs.STATUS_FAILED, f"{type(exc).__name__}: {exc}")
             return
@@ -271,9 +278,20 @@ def predict_to_directory(
         record(result.target, outputs.STATUS_OK, seconds=round(seconds, 3), num_samples=len(result.samples),
                mean_plddt=[None if m is None else round(m, 2) for m in means], **extra)
 
-    phases.run_phases(todo, out, loaded if loaded is not None else model, options, fingerprint=fingerprint,
-                      on_done=done, on_failed=lambda t, reason: record(t, outputs.STATUS_FAILED, reason),
-                      devices=devices, offline=offline, progress=progress)
+    try:
+        phases.run_phases(todo, out, loaded if loaded is not None else model, options, fingerprint=fingerprint,
+                          on_done=done, on_failed=lambda t, reason: record(t, outputs.STATUS_FAILED, reason),
+                          devices=devices, offline=offline, progress=progress)
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        where = getattr(exc, "filename", None) or (out / writing[0] if writing else manifest)
+        n_done = sum(1 for s in status.values() if s == outputs.STATUS_OK)
+        raise OutputSpaceError(
+            errno.ENOSPC,
+            f"no space left on the device while writing {where}: stopped after {n_done} new target(s); "
+            f"nothing of the target being written was kept. Free space and run the same command again: "
+            f"finished targets are skipped and the run resumes") from exc
     return PredictReport(status, reasons, manifest)
 
 

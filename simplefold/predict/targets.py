@@ -21,6 +21,14 @@ class TargetError(ValueError):
     """A target cannot be folded (empty, several chains, too long for the budget); names the target."""
 
 
+class OutputSpaceError(OSError):
+    """The output (or cache) file system is full: the run stops (every later target would fail too).
+
+    Nothing of the target being written is kept (its files go to a temporary directory first); the
+    targets finished before stay complete, so the same command resumes once space is freed.
+    """
+
+
 @dataclasses.dataclass(frozen=True)
 class Target:
     """One protein to fold.

@@ -371,10 +371,18 @@ def train(
 
     from tqdm import tqdm
 
+    from simplefold.training.eta import TrainingETA, format_seconds
+
+    # tqdm's own "remaining" would count compilation after a resume as step time: the ETA shown
+    # is TrainingETA's (simplefold.training.eta)
     bar = tqdm(
         total=config.loop.max_steps, initial=start_step, desc="train", unit="step",
         disable=not (config.loop.progress_bar and is_main), dynamic_ncols=True,
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
     )
+    eta = TrainingETA(start_step, config.loop.max_steps,
+                      config.validation.every_steps if val_examples else None)
+    postfix: dict[str, str] = {"eta": "?"}
     last_metrics: dict[str, float] = {}
     last_val: dict[str, float] = {}
     t_start = time.time()
@@ -382,12 +390,16 @@ def train(
     step = start_step
     try:
         while step < config.loop.max_steps:
+            t_step = time.perf_counter()
             host_batch = next(data_iter)
             residues_since += float(np.sum(host_batch["token_pad_mask"])) * jax.process_count()
             with jax.set_mesh(mesh):
                 state, metrics = train_step(state, sharding.global_batch(host_batch, mesh))
             step += 1
             steps_since += 1
+            eta.step_done(step, time.perf_counter() - t_step)
+            postfix["eta"] = format_seconds(eta.seconds_left())
+            bar.set_postfix(postfix, refresh=False)
             bar.update(1)
             if step % config.loop.log_every == 0 or step == config.loop.max_steps:
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -396,16 +408,18 @@ def train(
                 dt = max(time.time() - t_log, 1e-9)
                 record = {"step": step, **values, "steps_per_s": steps_since / dt, "residues_per_s": residues_since / dt}
                 log.write(record)
-                bar.set_postfix(loss=f"{values['loss']:.4f}", lddt=f"{values.get('lddt', float('nan')):.3f}")
+                postfix.update(loss=f"{values['loss']:.4f}", lddt=f"{values.get('lddt', float('nan')):.3f}")
                 last_metrics = record
                 if on_step is not None:
                     on_step(step, record)
                 t_log, residues_since, steps_since = time.time(), 0.0, 0
             val_now = bool(val_examples) and (step % config.validation.every_steps == 0)
             if val_now:
+                t_val = time.perf_counter()
                 with jax.set_mesh(mesh):
                     last_val = _validate(graphdef, state["ema_params"], state["model_state"], val_examples, config, step,
                                          out if is_main else None)
+                eta.pause_done(time.perf_counter() - t_val)
                 log.write({"step": step, **last_val})
                 logger.info("step %d validation: %s", step, {k: round(v, 4) for k, v in last_val.items()})
             if step % config.checkpoint.every_steps == 0:

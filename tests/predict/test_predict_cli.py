@@ -405,3 +405,85 @@ def test_predict_warns_about_an_unstable_step_count(tiny_model_dir, tmp_path, ca
     summary = json.loads((out / "alpha" / "summary.json").read_text())
     assert summary["sampler_warning"] == entry["warnings"][0]
     assert any("numerically unstable" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 4 MiB tmpfs (a real file system that fills up); skipped where mounting is not allowed."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(path: Path) -> None:
+    """Write ``path`` until the file system is full."""
+    block = b"\0" * 65536
+    with open(path, "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(block)
+        except OSError as exc:
+            assert exc.errno == 28  # ENOSPC
+    # the last bytes: fill whatever a smaller write still fits
+    with open(path, "ab", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 512)
+        except OSError:
+            pass
+
+
+def test_full_disk_stops_with_one_line_keeps_finished_targets_and_resumes(tiny_model_dir, tmp_path, small_tmpfs,
+                                                                          caplog, monkeypatch):
+    """The disk fills up while the second target is written: the run stops there with one
+    error line (no traceback, no per-target failures), nothing half-written is left, the first
+    target stays complete; once space is freed the same command folds the rest and skips the first."""
+    from simplefold.predict import run as predict_run
+
+    records = {"a1": SEQS["alpha"], "b2": SEQS["beta"], "c3": "MKVLAAGIVALLLAA"}
+    fasta = _fasta(tmp_path / "in.fasta", records)
+    out = small_tmpfs / "out"
+    ballast = small_tmpfs / "ballast"
+    real_write = predict_run.write_result
+    written = []
+
+    def write_then_fill(result, *a, **k):
+        if written:  # the disk fills up while the second target is being written
+            _fill(ballast)
+        paths = real_write(result, *a, **k)
+        written.append(result.name)
+        return paths
+
+    monkeypatch.setattr(predict_run, "write_result", write_then_fill)
+    args = ["predict", str(fasta), "-o", str(out), "--model", str(tiny_model_dir), "--steps", STEPS,
+            "--num-samples", "2", "--no-progress"]
+    caplog.clear()
+    assert main(args) == 2
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is None, [r.getMessage() for r in errors]
+    msg = errors[0].getMessage()
+    assert "\n" not in msg and "no space left" in msg and "run the same command again" in msg
+    assert not any(r.exc_info for r in caplog.records)  # no traceback anywhere in the log
+    first = written[0]
+    assert (out / first / "summary.json").is_file()
+    others = [n for n in records if n != first]
+    leftovers = [p.name for p in out.iterdir() if p.name not in ("manifest.jsonl", ".simplefold", first)]
+    assert leftovers == [], leftovers  # no half-written target directory, no temporary directory
+    assert len(written) == 1
+    assert sum(str(out / n) in msg for n in others) == 1  # names the target it stopped at
+    man = _manifest(out)  # the first is recorded; none is recorded as failed because of the disk
+    assert man[first]["status"] == "ok" and not any(n in man for n in others)
+
+    ballast.unlink()
+    monkeypatch.setattr(predict_run, "write_result", real_write)
+    before = _mtimes(out / first)
+    assert main(args) == 0
+    assert _mtimes(out / first) == before
+    man = _manifest(out)
+    assert man[first]["status"] == "skipped" and all(man[n]["status"] == "ok" for n in others)
