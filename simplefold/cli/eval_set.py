@@ -12,9 +12,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="dev", help="split to export, or 'all' (default: %(default)s)")
     p.add_argument("-o", "--output", required=True, help="directory for targets.fasta and references/")
     # limits left unset keep export_eval_set's defaults
-    p.add_argument("--max-targets", type=int, help="export at most this many chains")
-    p.add_argument("--min-length", type=int, help="shortest chain exported (residues)")
-    p.add_argument("--max-length", type=int, help="longest chain exported (residues)")
+    p.add_argument("--max-targets", type=int, help="export at most this many chains, in record order (default: all)")
+    p.add_argument("--min-length", type=int, help="shortest chain exported, residues (default: no limit)")
+    p.add_argument("--max-length", type=int, help="longest chain exported, residues (default: no limit)")
 
 
 def run(args: argparse.Namespace) -> int:

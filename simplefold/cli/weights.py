@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("verify", help="re-hash installed weights against their records; say how each source is pinned")
     p.add_argument("name", nargs="?", help="only this entry")
     p = sub.add_parser("path", help="print the converted weights directory of an installed entry")
-    p.add_argument("name")
+    p.add_argument("name", help="registry name or alias")
 
 
 def _entry_for_file(path: pathlib.Path) -> str:
