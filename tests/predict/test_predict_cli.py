@@ -487,3 +487,25 @@ def test_full_disk_stops_with_one_line_keeps_finished_targets_and_resumes(tiny_m
     assert _mtimes(out / first) == before
     man = _manifest(out)
     assert man[first]["status"] == "skipped" and all(man[n]["status"] == "ok" for n in others)
+
+
+def test_read_only_file_system_is_refused_before_any_work(tiny_model_dir, tmp_path, caplog, monkeypatch):
+    """A read-only mount (EROFS stops root too): one error line naming the directory, exit 2, no model loaded."""
+    from simplefold.predict import loading
+
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
+    try:
+        monkeypatch.setattr(loading, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+        fasta = _fasta(tmp_path / "one.fasta", {"alpha": SEQS["alpha"]})
+        caplog.clear()
+        assert main(["predict", str(fasta), "-o", str(mnt), "--model", str(tiny_model_dir), "--no-progress"]) == 2
+        errors = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and errors[0].exc_info is None
+        assert str(mnt) in errors[0].getMessage() and "\n" not in errors[0].getMessage()
+        assert list(mnt.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
