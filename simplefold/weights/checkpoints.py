@@ -336,10 +336,18 @@ def load_converted(directory, precision: str | None = None) -> FoldingModel | PL
     graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: cls(cfg, rngs=nnx.Rngs(0))))
     # kernels are converted to their storage dtype as they are read (no float32 copy at bf16)
     abstract_state = inference_storage(abstract_state, cfg)
+    # restored straight into device arrays, at most one array's bytes in flight (Orbax's read
+    # buffer and the array exist together only for the arrays in flight)
+    on_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    largest = 0
+    for _, var in nnx.to_flat_state(abstract_state):
+        value = var.get_value()
+        if isinstance(value, jax.ShapeDtypeStruct):
+            var.set_value(jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=on_device))
+            largest = max(largest, int(np.prod(value.shape)) * jnp.dtype(value.dtype).itemsize)
+    concurrent_gb = max(RESTORE_CONCURRENT_GB, largest * 1.001 / 1e9)
     try:
-        # at most RESTORE_CONCURRENT_GB of arrays in flight: the read buffers of every array at once
-        # would be a transient second copy of the weights
-        with ocp.Checkpointer(ocp.StandardCheckpointHandler(restore_concurrent_gb=RESTORE_CONCURRENT_GB)) as ckptr:
+        with ocp.Checkpointer(ocp.StandardCheckpointHandler(restore_concurrent_gb=concurrent_gb)) as ckptr:
             state = ckptr.restore(directory / _STATE_DIR, args=ocp.args.StandardRestore(abstract_state))
     except Exception as e:  # orbax raises assorted types for a missing/corrupt directory
         raise CheckpointError(f"{directory / _STATE_DIR}: cannot restore model state ({e})") from e
