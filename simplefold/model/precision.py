@@ -51,9 +51,10 @@ def cast_for_inference(module: Any) -> Any:
         return module
     state = nnx.state(module, nnx.Param)
     for path, var in nnx.to_flat_state(state):
-        if path and path[-1] == "kernel":
+        if path and path[-1] == "kernel" and var.get_value().dtype != dtype:
             var.set_value(var.get_value().astype(dtype))
     nnx.update(module, state)
+    del state  # held here, the stacked arrays would outlive their unstacking (2x the weights)
     for sub in [m for _, m in nnx.iter_modules(module) if isinstance(m, BlockStack)]:
         sub.unstack()
     return module

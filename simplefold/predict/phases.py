@@ -250,6 +250,14 @@ def run_phases(
                     folder.release_sampling()
                 release_arrays(network)
                 network = None
+                # the sampler's compiled programs and their constants go too (the persistent
+                # compilation cache keeps them for the next run)
+                import gc
+
+                import jax
+
+                jax.clear_caches()
+                gc.collect()
             latent, head, name = load_plddt_pair(path, cfg, network=network, offline=offline,
                                                  precision=options.precision)
             if latent is None and network is None:  # own latent: the folding network again

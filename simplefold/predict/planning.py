@@ -48,6 +48,11 @@ HOST_MEMORY_HEADROOM = int(1.5e9)
 RUNTIME_BYTES = int(0.8e9)
 #: Bytes per linear-kernel entry of the released ESM2 files (float16, kept so in memory).
 ESM_KERNEL_BYTES = 2
+#: Float32 copies of bfloat16 kernels alive at once on XLA:CPU, as a fraction of a float32 copy of
+#: every kernel. Measured in XLA's buffer plan (temporaries with bf16 kernels minus those with
+#: float32 ones, L = 256, compiled on abstract weights): 100M sampler 0.11 GB of 0.39, 3B sampler
+#: 3.5 GB of 11.4, 1.6B pLDDT trunk 2.4 GB of 6.4 (0.28-0.38); rounded up.
+WIDENED_KERNEL_FRACTION = 0.45
 #: Safety factor on the activation estimate (XLA temporaries, fusion buffers, fragmentation).
 _ACTIVATION_SAFETY = 2.0
 
@@ -182,11 +187,13 @@ class PhaseEstimate:
 #: on the way in (the float32 read buffer next to its bfloat16 copy).
 _LOAD_IN_PLACE = 0.35
 _LOAD_CONVERTED = 1.0
-#: An array larger than the concurrency limit is restored alone, its read buffer next to the
-#: device array (measured: the 1.6B trunk, largest kernel stack 2.04 GB, peaks 4.0 GB over its
-#: weights); converted to bfloat16 the array is half the size.
-_LOAD_LARGEST = 2.0
-_LOAD_LARGEST_CONVERTED = 1.5
+#: Large arrays are restored one at a time, largest first
+#: (:func:`simplefold.weights.checkpoints.restore_groups`), and a bfloat16 model's blocks are
+#: unstacked one stack at a time: the load peak over the weights scales with the largest array
+#: (measured, the 1.6B trunk with a 2.04 GB largest stack: 1.27 GB over its float32 weights,
+#: 1.68 GB over its bfloat16 ones).
+_LOAD_LARGEST = 0.65
+_LOAD_LARGEST_CONVERTED = 0.85
 
 
 @functools.lru_cache(maxsize=None)
@@ -252,11 +259,10 @@ def estimate_memory(
         ``plddt_latent_cfg`` (when given; the 1.6B for released models; None or ``cfg`` means the
         folding network's own latent, which then stays resident with the head).
       precision: weights' storage (:func:`parameter_bytes`).
-      widen_bf16_kernels: count a float32 copy of every bfloat16 kernel in the phase's work memory.
-        XLA:CPU widens bfloat16 matmul operands to float32 and hoists the loop-invariant weight
-        conversion out of the sampler's scan (measured with ``benchmarks/memory.py``, 100M: +0.23
-        GB sampling, +0.34 GB pLDDT over float32 for 0.39 GB of float32 kernels), so on CPU bf16
-        storage saves nothing at the peak of a phase; :func:`plan_target` sets it on CPU.
+      widen_bf16_kernels: count float32 copies of the bfloat16 kernels in the phase's work memory
+        (:data:`WIDENED_KERNEL_FRACTION` of a full float32 copy). XLA:CPU widens bfloat16 matmul
+        operands to float32 and schedules many of those conversions ahead of their products;
+        :func:`plan_target` sets it on CPU.
 
     Phases (see the module docstring): ``esm`` (only for ESM-conditioned models), ``sampling`` and
     ``plddt``. Weights come from :func:`parameter_bytes` of each network's real config;
@@ -278,7 +284,8 @@ def estimate_memory(
     state = 4 * num_atoms * 3 * 6  # sampler state, noise, velocity
     # converted checkpoints hold float32: bfloat16 kernels are converted while restoring
     bf16 = fold_w < 4 * count_parameters(cfg)
-    widened = 2 * (4 * count_parameters(cfg) - fold_w) if widen_bf16_kernels else 0  # 2 bytes saved per kernel entry
+    # 4 * params - bf16 bytes = 2 bytes per kernel entry; a float32 copy is 4 bytes per entry
+    widened = int(WIDENED_KERNEL_FRACTION * 2 * (4 * count_parameters(cfg) - fold_w)) if widen_bf16_kernels else 0
     phases.append(PhaseEstimate("sampling", fold_w, RUNTIME_BYTES,
                                 _load_transient(4 * count_parameters(cfg), bf16, largest_parameter_bytes(cfg)),
                                 feats + shared + widened, one - shared + state))
@@ -293,7 +300,7 @@ def estimate_memory(
         work = feats
         if widen_bf16_kernels:
             f32_all = f32 + (4 * count_parameters(cfg) if own_latent else 0)
-            work += 2 * (f32_all - w)
+            work += int(WIDENED_KERNEL_FRACTION * 2 * (f32_all - w))
         per = int(_ACTIVATION_SAFETY * _activation_bytes_per_sample(latent, num_tokens, num_atoms)) + 4 * num_atoms * 3
         phases.append(PhaseEstimate("plddt", w, RUNTIME_BYTES, load, work, per))
     return MemoryEstimate(phases=tuple(phases), batch=batch)

@@ -218,12 +218,23 @@ def test_orbax_round_trip(tmp_path, folding, plddt):
 def test_arrays_larger_than_the_restore_concurrency_limit_load(tmp_path, folding, monkeypatch):
     """Orbax refuses an array larger than its concurrency budget ("Requested more bytes than we
     reserved"); the released 1.6B/3B have 2-3.6 GB stacked kernels against a 1 GB budget. Here the
-    budget is shrunk below the tiny model's largest array instead."""
-    out_dir = ck.save_converted(folding, tmp_path / "fold")
-    monkeypatch.setattr(ck, "RESTORE_CONCURRENT_GB", 1e-6)  # 1 kB, below every kernel here
-    again = ck.load_converted(out_dir)
+    budget is shrunk below the tiny model's largest array instead, and the arrays above a small
+    size are restored one per call, largest first (restore_groups), giving the same weights."""
     import jax
     from flax import nnx
+
+    out_dir = ck.save_converted(folding, tmp_path / "fold")
+    monkeypatch.setattr(ck, "RESTORE_CONCURRENT_GB", 1e-6)  # 1 kB, below every kernel here
+    monkeypatch.setattr(ck, "RESTORE_ALONE_BYTES", 4000)  # and several arrays restored one by one
+    calls = []
+    real = ck.restore_groups
+    monkeypatch.setattr(ck, "restore_groups", lambda sizes: calls.append(real(sizes)) or calls[-1])
+    again = ck.load_converted(out_dir)
+    (groups,) = calls
+    sizes = [4 * x.size for x in jax.tree.leaves(nnx.state(again.module))]
+    assert len(groups) > 3 and sorted(i for g in groups for i in g) == list(range(len(sizes)))
+    alone = [g[0] for g in groups if len(g) == 1 and sizes[g[0]] >= 4000]
+    assert [sizes[i] for i in alone] == sorted((sizes[i] for i in alone), reverse=True)  # largest first
 
     a = jax.tree.leaves(nnx.state(folding.module, nnx.Param))
     b = jax.tree.leaves(nnx.state(again.module, nnx.Param))
