@@ -13,6 +13,7 @@ planner's per-phase estimate (:func:`simplefold.predict.planning.plan`).
 
     .venv/bin/python benchmarks/memory.py --length 256 --steps 10
     .venv/bin/python benchmarks/memory.py --length 256 --steps 10 --precision bfloat16
+    .venv/bin/python benchmarks/memory.py --esm esm2_t36_3B_UR50D --official-plddt --size simplefold_3B --precision bfloat16
 
 Random weights fold nothing meaningful; memory does not depend on the values.
 """
@@ -108,10 +109,12 @@ def write_random_model(size: str, esm_name: str, out: Path, seed: int = 0) -> Pa
     return out
 
 
-def write_random_numpy(cfg, out: Path, seed: int = 0) -> Path:
+def write_random_numpy(cfg, out: Path, seed: int = 0, kernel_dtype=np.float32) -> Path:
     """A converted folding model / pLDDT head (``save_converted``'s layout) with random float32
     weights drawn leaf by leaf in NumPy: one copy of the weights (a module initialised in JAX and
-    then saved holds two), for sizes like the 1.6B pLDDT trunk."""
+    then saved holds two), for sizes like the 1.6B pLDDT trunk. ``kernel_dtype`` bfloat16 stores
+    the linear kernels so (the 3B: a float32 checkpoint cannot be written from one process in
+    24 GB; it loads as bfloat16 inference storage without the float32-to-bf16 read transient)."""
     import orbax.checkpoint as ocp
     from flax import nnx
 
@@ -123,9 +126,10 @@ def write_random_numpy(cfg, out: Path, seed: int = 0) -> Path:
     cls = FoldingDiT if isinstance(cfg, FoldingConfig) else PLDDTHead
     state = nnx.state(nnx.eval_shape(lambda: cls(cfg, rngs=nnx.Rngs(0))))
     rng = np.random.default_rng(seed)
-    for _, var in nnx.to_flat_state(state):
+    for path, var in nnx.to_flat_state(state):
         shape = var.get_value().shape
-        var.set_value(rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02))
+        value = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
+        var.set_value(value.astype(kernel_dtype) if path and path[-1] == "kernel" else value)
     out.mkdir(parents=True, exist_ok=True)
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(out / checkpoints._STATE_DIR, state, force=True)
@@ -200,7 +204,12 @@ def main() -> int:
             return 1
         model_dir = args.work / f"{args.size}_official_pair"
         if not (model_dir / "config.json").is_file():  # the released config and name: the official pair is used
-            save_converted(FoldingDiT(OFFICIAL_SIZES[args.size](), rngs=nnx.Rngs(0)), model_dir)
+            if args.size in ("simplefold_100M", "simplefold_360M", "simplefold_700M"):
+                save_converted(FoldingDiT(OFFICIAL_SIZES[args.size](), rngs=nnx.Rngs(0)), model_dir)
+            else:  # 1.1B and up: written leaf by leaf, bf16 kernels on disk (see write_random_numpy)
+                import ml_dtypes
+
+                write_random_numpy(OFFICIAL_SIZES[args.size](), model_dir, kernel_dtype=ml_dtypes.bfloat16)
     else:
         model_dir = write_random_model(args.size, args.esm, args.work / f"{args.size}_{args.esm}")
     logger.info("random checkpoints ready in %.0f s", time.perf_counter() - t0)
