@@ -7,6 +7,7 @@ with --merge-manifests, and --dry-run. Steps are kept at 20.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -249,7 +250,7 @@ def test_predict_dry_run_and_usage_errors(tiny_model_dir, tmp_path, capsys, monk
     assert "all would fail: nothing would run" in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
     # a bare sequence works as INPUT; released names need no weights for a dry run
-    assert main(["predict", "MKTAYIAKQR", "--model", "simplefold_100M", "--dry-run"]) == 0
+    assert main(["predict", "MKTAYIAKQR", "--model", "simplefold_100M", "--dry-run", "--max-memory-gb", "64"]) == 0
     assert "sequence" in capsys.readouterr().out
     assert main(["predict", str(fasta), "--model", "no_such_model", "--dry-run"]) == 2
     assert main(["predict", str(fasta)]) == 2  # no -o
@@ -263,12 +264,13 @@ def test_predict_config_file_below_the_command_line(tmp_path, capsys):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"_doc": "x", "num_samples": 7, "tau": 0.6, "model": "simplefold_100M"}))
     fasta = _fasta(tmp_path / "in.fasta", SEQS)
-    assert main(["predict", str(fasta), "--dry-run", "--config", str(cfg), "--num-samples", "3"]) == 0
+    assert main(["predict", str(fasta), "--dry-run", "--config", str(cfg), "--num-samples", "3", "--max-memory-gb", "64"]) == 0
     table = capsys.readouterr().out
     rows = [ln.split() for ln in table.splitlines() if ln.startswith("alpha")]
     assert rows and rows[0][4] == "3"  # the command line wins over the file
     shutil.copy(REPO / "inference" / "ensemble.json", tmp_path / "e.json")
-    assert main(["predict", str(fasta), "--dry-run", "--config", str(tmp_path / "e.json")]) == 0
+    # a fixed budget: the planner's default is the memory available now, which other work changes
+    assert main(["predict", str(fasta), "--dry-run", "--config", str(tmp_path / "e.json"), "--max-memory-gb", "64"]) == 0
     rows = [ln.split() for ln in capsys.readouterr().out.splitlines() if ln.startswith("alpha")]
     assert rows[0][4] == "50"
     cfg.write_text(json.dumps({"num_sampels": 7}))
@@ -407,18 +409,25 @@ def test_predict_warns_about_an_unstable_step_count(tiny_model_dir, tmp_path, ca
     assert any("numerically unstable" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 4 MiB tmpfs (a real file system that fills up); skipped where mounting is not allowed."""
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+@contextlib.contextmanager
+def _tmpfs(path: Path, options: str):
+    """A tmpfs mounted at ``path`` (a real file system: it fills up, or is read-only); the test is
+    skipped where mounting is not allowed."""
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
     try:
-        yield mnt
+        yield path
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 4 MiB tmpfs."""
+    with _tmpfs(tmp_path / "tmpfs", "size=4m") as mnt:
+        yield mnt
 
 
 def _fill(path: Path) -> None:
@@ -493,12 +502,7 @@ def test_read_only_file_system_is_refused_before_any_work(tiny_model_dir, tmp_pa
     """A read-only mount (EROFS stops root too): one error line naming the directory, exit 2, no model loaded."""
     from simplefold.predict import loading
 
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
-    try:
+    with _tmpfs(tmp_path / "ro", "ro,size=1m") as mnt:
         monkeypatch.setattr(loading, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
         fasta = _fasta(tmp_path / "one.fasta", {"alpha": SEQS["alpha"]})
         caplog.clear()
@@ -507,5 +511,3 @@ def test_read_only_file_system_is_refused_before_any_work(tiny_model_dir, tmp_pa
         assert len(errors) == 1 and errors[0].exc_info is None
         assert str(mnt) in errors[0].getMessage() and "\n" not in errors[0].getMessage()
         assert list(mnt.iterdir()) == []
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
