@@ -158,13 +158,13 @@ def _finish_record(header: _Header, parts: list[tuple[int, str]], source: str, p
                 if nxt == "*":
                     raise header.error(source, lineno, "repeated '*'")
         pos += len(text)
-    chains = tuple(c.rstrip("*") for c in joined.split(":"))
+    pieces = joined.split(":")
+    chains = tuple(c.rstrip("*") for c in pieces)
     if any(not c for c in chains):
         if not joined.strip("*:"):  # e.g. a record of only '*': no residue at all
             raise header.error(source, header.line, f"no residues: the sequence is only {joined[:20]!r}")
-        parts_ = joined.split(":")
         k = next(i for i, c in enumerate(chains) if not c)
-        what = "a stop '*' with no residues before it" if parts_[k] else "a stray ':' separator"
+        what = "a stop '*' with no residues before it" if pieces[k] else "a stray ':' separator"
         raise header.error(source, header.line, f"empty chain {k + 1} in {joined[:60]!r} ({what})")
     sequence = "".join(chains)
     if len(sequence) > MAX_SEQUENCE_LENGTH:

@@ -71,12 +71,13 @@ def confidences_document(result: Any, files: Sequence[str]) -> dict[str, Any]:
         if plddt.shape != (len(token_res),):
             raise ValueError(f"{result.name}: sample {s.index} has {plddt.shape[0]} pLDDT values for "
                              f"{len(token_res)} residues")
+        mean = round(float(plddt.mean()), PLDDT_DECIMALS)
         samples.append({
             "index": s.index,
             "file": name,
             "rank": s.rank,
-            "ranking_score": round(float(plddt.mean()), PLDDT_DECIMALS),
-            "mean_plddt": round(float(plddt.mean()), PLDDT_DECIMALS),
+            "ranking_score": mean,  # the mean pLDDT: the only confidence SimpleFold has
+            "mean_plddt": mean,
             "residue_plddts": _rounded(plddt),
             "atom_plddts": _rounded(plddt[atom_token]),
         })

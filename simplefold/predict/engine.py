@@ -419,7 +419,8 @@ class Folder(_Placement):
         return FoldResult(target=target, samples=tuple(samples), plan=plan_, timings=timings)
 
     # -- folding --------------------------------------------------------------------
-    def fold_target(self, target: Target, *, esm_s: np.ndarray | None = None, progress: Any = None) -> FoldResult:
+    def fold_target(self, target: Target, *, esm_s: np.ndarray | None = None, progress: Any = None,
+                    step_progress: Any = None) -> FoldResult:
         """Fold one target (all its samples) with every network resident.
 
         Args:
@@ -427,11 +428,13 @@ class Folder(_Placement):
           esm_s: precomputed ``(M, E, C)`` ESM features for ESM-conditioned models (computed here
             when None).
           progress: optional tqdm-like bar advanced by the number of samples of each chunk.
+          step_progress: optional tqdm-like bar advanced by sampler steps (see :meth:`sample_target`).
 
         Raises:
           TargetError: the target cannot be folded (the message names it).
         """
-        return self.score(self.sample_target(target, esm_s=esm_s, progress=progress, plddt=True))
+        return self.score(self.sample_target(target, esm_s=esm_s, progress=progress, plddt=True,
+                                             step_progress=step_progress))
 
     def fold_iter(self, targets: Sequence[Target], *, progress: bool = False) -> Iterator[FoldResult | TargetError]:
         """Fold targets bucket by bucket; yields a FoldResult or the TargetError of each target
@@ -444,7 +447,7 @@ class Folder(_Placement):
                 start = bar.n
                 bar.set_postfix_str(targets[i].name, refresh=False)
                 try:
-                    yield self.score(self.sample_target(targets[i], plddt=True, step_progress=bar if progress else None))
+                    yield self.fold_target(targets[i], step_progress=bar if progress else None)
                 except TargetError as exc:
                     yield exc
                 finally:

@@ -98,24 +98,27 @@ class TargetPaths:
     def dir(self) -> Path:
         return self.root / self.name
 
+    def _file(self, suffix: str) -> Path:
+        return self.dir / f"{self.name}_{suffix}"
+
     def sample(self, k: int) -> Path:
-        return self.dir / f"{self.name}_sample_{k}.{self.ext}"
+        return self._file(f"sample_{k}.{self.ext}")
 
     @property
     def ensemble(self) -> Path:
-        return self.dir / f"{self.name}_ensemble.{self.ext}"
+        return self._file(f"ensemble.{self.ext}")
 
     @property
     def plddt_png(self) -> Path:
-        return self.dir / f"{self.name}_plddt.png"
+        return self._file("plddt.png")
 
     @property
     def confidences(self) -> Path:
-        return self.dir / f"{self.name}_confidences.json"
+        return self._file("confidences.json")
 
     @property
     def ranking(self) -> Path:
-        return self.dir / f"{self.name}_ranking_scores.csv"
+        return self._file("ranking_scores.csv")
 
     @property
     def summary(self) -> Path:

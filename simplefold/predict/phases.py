@@ -24,6 +24,7 @@ its networks stay resident; the phases and their files are the same.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import time
@@ -252,8 +253,6 @@ def run_phases(
                 network = None
                 # the sampler's compiled programs and their constants go too (the persistent
                 # compilation cache keeps them for the next run)
-                import gc
-
                 import jax
 
                 jax.clear_caches()

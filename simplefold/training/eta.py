@@ -28,7 +28,7 @@ class TrainingETA:
     """
 
     def __init__(self, start_step: int, max_steps: int, pause_every: int | None = None):
-        self.start_step, self.max_steps, self.pause_every = start_step, max_steps, pause_every
+        self.max_steps, self.pause_every = max_steps, pause_every
         self.steps: deque[float] = deque(maxlen=WINDOW)
         self.seen = 0
         self.pause_cost: float | None = None
