@@ -78,11 +78,16 @@ class DataSection:
 
 @dataclasses.dataclass(frozen=True)
 class OptimSection:
-    """AdamW + linear warm-up from ``min_lr`` to ``lr`` over ``warmup_steps``, then constant (official)."""
+    """AdamW + linear warm-up from ``min_lr`` to ``lr`` over ``warmup_steps``, then constant (official).
+
+    ``decay_steps`` > 0 (not official) adds a cosine decay from ``lr`` to ``min_lr`` over that many
+    steps after the warm-up, then ``min_lr``: for short runs that must end on a settled model.
+    """
 
     lr: float = 1e-4
     min_lr: float = 1e-6
     warmup_steps: int = 5000
+    decay_steps: int = 0
     weight_decay: float = 0.0
     b1: float = 0.9
     b2: float = 0.999
@@ -120,6 +125,10 @@ class LossSection:
     #: Weight of a steric term on x̂1 (not official; 0 = off): Σ relu(2.5 Å − d) over atom pairs that are
     #: > 3 Å apart in the truth, per atom. smooth lDDT ignores pairs > 15 Å apart in the truth.
     clash_weight: float = 0.0
+    #: Weight of a local-geometry term on x̂1 (not official; 0 = off): mean squared error (Å²) of the
+    #: distances of atom pairs closer than 2.6 Å in the truth — covalent bonds and bond angles
+    #: (1–3 pairs). The MSE and smooth lDDT hardly see a 0.1 Å bond error; this term does.
+    bond_weight: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Shapes: coordinates/velocities ``(B, N, 3)`` in model units (Å/16), masks ``(B, N)``, ``t`` ``(B,)``
 (t = 0 noise, t = 1 data). Total loss = MSE + smooth-lDDT term (the official recipe), plus optional
-size and steric terms (:func:`rg_loss`, :func:`clash_loss`, off by default).
+size, steric and local-geometry terms (:func:`rg_loss`, :func:`clash_loss`, :func:`bond_loss`, off by
+default).
 
 The smooth-lDDT term is computed **per sample**, as the official code at ``c7a5570`` does; the
 released checkpoints were trained with the batch-averaged ε of the official code before that commit.
@@ -36,6 +37,7 @@ class LossConfig:
       lddt_weight_schedule: fine-tuning form: per-sample (1 − lDDT)·(1 + 8·relu(t − 0.5)).
       rg_weight: weight of the size term :func:`rg_loss` (not in the official recipe; 0 = off).
       clash_weight: weight of the steric term :func:`clash_loss` (not in the official recipe; 0 = off).
+      bond_weight: weight of the local-geometry term :func:`bond_loss` (not in the official recipe; 0 = off).
     """
 
     # the defaults are those of the training config's loss section (the one place they are stated)
@@ -45,6 +47,7 @@ class LossConfig:
     lddt_weight_schedule: bool = LossSection.lddt_time_schedule
     rg_weight: float = LossSection.rg_weight
     clash_weight: float = LossSection.clash_weight
+    bond_weight: float = LossSection.bond_weight
 
 
 def masked_mse(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
@@ -165,6 +168,40 @@ def clash_loss(pred: jax.Array, true: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.mean(0.5 * jnp.sum(overlap, axis=(-1, -2)) / jnp.maximum(jnp.sum(m, axis=-1), 1.0))
 
 
+#: :func:`bond_loss`: pairs closer than this in the truth (Å) are covalent bonds (1.2–2.1 Å, S–S
+#: included) or 1–3 pairs spanning a bond angle (2.2–2.5 Å); the closest non-bonded heavy-atom
+#: contacts of real proteins (hydrogen bonds, ≈ 2.7–3.0 Å) are farther.
+_BOND_PAIR_MAX = 2.6
+
+
+def bond_loss(pred: jax.Array, true: jax.Array, mask: jax.Array, t: jax.Array | None = None) -> jax.Array:
+    """Local-geometry term: mean over samples of w(t)·mean (d_pred − d_true)² (Å²) over pairs of
+    resolved atoms closer than 2.6 Å in the truth (bonds and bond angles).
+
+    A bond 0.1 Å too short costs the smooth lDDT almost nothing (its thresholds start at 0.5 Å) and
+    the velocity MSE 0.1/16 model units; a sampler that follows a slightly shrunk x̂1 then writes
+    every bond 5–10 % short. Coordinates in Å.
+
+    With ``t`` ``(B,)`` each sample is weighted by w(t) = 1/(1 + σ²) with σ = 16·(1 − t) Å, the noise
+    per coordinate of the path at t: a bond is only determined by the state once the noise is
+    below about a bond length (w = 0.28 at t = 0.9, 0.61 at 0.95, 0.02 at 0.5). Unweighted, the
+    term asks x̂1 for sharp bonds where it can only be an average and swamps the other terms.
+    """
+    pred = pred.astype(jnp.float32)
+    true = jax.lax.stop_gradient(true.astype(jnp.float32))
+    m = mask.astype(jnp.float32)
+    true_d = _pairwise_distances(true)
+    n = pred.shape[1]
+    pair = ((true_d < _BOND_PAIR_MAX) & (true_d > 0.0)).astype(jnp.float32) * (1.0 - jnp.eye(n, dtype=jnp.float32))
+    pair = pair * (m[:, :, None] * m[:, None, :])
+    sq = jnp.square(_pairwise_distances(pred) - true_d) * pair
+    per_sample = jnp.sum(sq, axis=(-1, -2)) / jnp.maximum(jnp.sum(pair, axis=(-1, -2)), 1.0)
+    if t is not None:
+        sigma = COORD_SCALE * (1.0 - t.astype(jnp.float32))
+        per_sample = per_sample / (1.0 + jnp.square(sigma))
+    return jnp.mean(per_sample)
+
+
 def flow_matching_loss(
     prediction: jax.Array | Callable[[jax.Array, jax.Array], jax.Array],
     x_t: jax.Array,
@@ -196,7 +233,7 @@ def flow_matching_loss(
 
     Returns:
       ``(loss, aux)`` with aux keys ``mse``, ``smooth_lddt_loss``, ``lddt`` ``(B,)``, ``rg_loss`` /
-      ``clash_loss`` (when their weights are ≠ 0), ``loss``.
+      ``clash_loss`` / ``bond_loss`` (when their weights are ≠ 0), ``loss``.
     """
     v = prediction(x_t, t) if callable(prediction) else prediction
     tb = flow.broadcast_time(t, x_t)
@@ -223,6 +260,10 @@ def flow_matching_loss(
         clash = clash_loss(pred_a, true_a, resolved_mask)
         aux["clash_loss"] = clash
         loss = loss + config.clash_weight * clash
+    if config.bond_weight != 0.0:
+        bond = bond_loss(pred_a, true_a, resolved_mask, t)
+        aux["bond_loss"] = bond
+        loss = loss + config.bond_weight * bond
     if config.rg_weight != 0.0:
         rg = rg_loss(x1_hat, x1, resolved_mask)
         aux["rg_loss"] = rg

@@ -28,10 +28,16 @@ TrainState = dict[str, Any]
 
 
 def learning_rate_schedule(optim: OptimSection) -> optax.Schedule:
-    """Official ``LinearWarmup``: ``min_lr`` -> ``lr`` linearly over ``warmup_steps``, then constant."""
-    if optim.warmup_steps <= 0:
-        return optax.constant_schedule(optim.lr)
-    return optax.linear_schedule(optim.min_lr, optim.lr, optim.warmup_steps)
+    """Official ``LinearWarmup``: ``min_lr`` -> ``lr`` linearly over ``warmup_steps``, then constant;
+    with ``decay_steps`` > 0, then a cosine decay to ``min_lr`` over ``decay_steps`` steps."""
+    if optim.decay_steps < 0:
+        raise ValueError(f"optim.decay_steps must be >= 0, got {optim.decay_steps}")
+    warmup = optim.warmup_steps if optim.warmup_steps > 0 else 0
+    rise = optax.linear_schedule(optim.min_lr, optim.lr, warmup) if warmup else optax.constant_schedule(optim.lr)
+    if optim.decay_steps == 0:
+        return rise
+    fall = optax.cosine_decay_schedule(optim.lr, optim.decay_steps, alpha=optim.min_lr / optim.lr)
+    return optax.join_schedules([rise, fall], [warmup]) if warmup else fall
 
 
 def make_optimizer(optim: OptimSection) -> optax.GradientTransformation:

@@ -25,7 +25,7 @@ from flax import nnx
 from simplefold.sampling import flow
 from simplefold.training import losses
 from simplefold.training.config import LossSection, OptimSection
-from simplefold.training.state import TrainState
+from simplefold.training.state import TrainState, learning_rate_schedule
 
 # Batch entries that are targets, not network inputs.
 _TARGET_KEYS = ("coords", "atom_resolved_mask")
@@ -39,6 +39,7 @@ def loss_config(loss: LossSection) -> losses.LossConfig:
         lddt_weight_schedule=loss.lddt_time_schedule,
         rg_weight=loss.rg_weight,
         clash_weight=loss.clash_weight,
+        bond_weight=loss.bond_weight,
     )
 
 
@@ -86,7 +87,7 @@ def _protein_loss(params, model_state, feats, key, *, graphdef, multiplicity, cf
     net_feats = {k: v[None] for k, v in feats.items() if k not in _TARGET_KEYS}
     v = model(x_t, t, net_feats)["predict_velocity"].astype(jnp.float32)
     loss, aux = losses.flow_matching_loss(v, x_t, x0, x1, t, resolved, pad, cfg)
-    return loss, {k: jnp.mean(aux[k]) for k in ("mse", "smooth_lddt_loss", "lddt", "rg_loss", "clash_loss") if k in aux}
+    return loss, {k: jnp.mean(aux[k]) for k in ("mse", "smooth_lddt_loss", "lddt", "rg_loss", "clash_loss", "bond_loss") if k in aux}
 
 
 def make_train_step(
@@ -112,7 +113,7 @@ def make_train_step(
         )
     if loss.time_sampling not in TIME_SAMPLINGS:
         raise ValueError(f"loss.time_sampling must be one of {', '.join(TIME_SAMPLINGS)}, got {loss.time_sampling!r}")
-    schedule = optax.linear_schedule(optim.min_lr, optim.lr, optim.warmup_steps) if optim.warmup_steps > 0 else None
+    schedule = learning_rate_schedule(optim)
 
     def loss_fn(params, model_state, batch, key):
         n_prot = batch["coords"].shape[0]
@@ -138,7 +139,7 @@ def make_train_step(
         params = optax.apply_updates(state["params"], updates)
         decay = jnp.float32(optim.ema_decay)
         ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema_params"], params)
-        lr = schedule(state["step"]) if schedule is not None else jnp.float32(optim.lr)
+        lr = schedule(state["step"])
         new_state = dict(state, step=state["step"] + 1, params=params, ema_params=ema, opt_state=opt_state)
         metrics = {"loss": loss_value, "grad_norm": grad_norm, "lr": jnp.asarray(lr, jnp.float32), **aux}
         return new_state, metrics

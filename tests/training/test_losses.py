@@ -186,3 +186,45 @@ def test_clash_loss_penalises_only_new_close_contacts():
     m[0, 100] = 0.0  # masked atoms do not count
     assert float(losses.clash_loss(y, x, m)) < got
     assert float(losses.clash_loss(0.5 * x, x, np.ones_like(m))) > 1.0
+
+
+def test_bond_loss_sees_bonds_and_angles_only():
+    from conftest import FIXTURES
+
+    from simplefold.io.structure import read_structure
+
+    s = read_structure(FIXTURES / "training" / "1PGA.pdb.gz")
+    x = np.asarray(s.coords, np.float32)[None]
+    m = np.ones(x.shape[:2], np.float32)
+    assert float(losses.bond_loss(x, x, m)) == 0.0
+    moved = np.einsum("bni,ij->bnj", x, _rot(5)) + np.float32(3.0)  # rigid motion: same distances
+    assert float(losses.bond_loss(moved, x, m)) < 1e-9
+    # 0.9× everything: a bond of d Å is 0.1·d short; the pairs are bonds (≈1.2–1.5 Å) and 1–3
+    # pairs (≈2.2–2.5 Å), so the mean squared error lies between (0.12)² and (0.26)²
+    got = float(losses.bond_loss(0.9 * x, x, m))
+    assert 0.12**2 < got < 0.26**2
+    # weighted by 1/(1 + σ²), σ = 16·(1 − t) Å the path's noise per coordinate at t
+    for t, w in ((1.0, 1.0), (0.95, 1 / 1.64), (0.5, 1 / 65.0)):
+        assert float(losses.bond_loss(0.9 * x, x, m, np.float32([t]))) == pytest.approx(got * w, rel=1e-4)
+    # stretching one N–CA bond costs
+    d = np.linalg.norm(x[0, :, None] - x[0, None], axis=-1)
+    n_pairs = int(((d < 2.6) & (d > 0)).sum())
+    assert n_pairs > 3 * x.shape[1]  # bonds and 1–3 partners: ≈ 4.7 per atom in 1PGA
+    y = x.copy()
+    y[0, 1] += (x[0, 1] - x[0, 0]) * 0.2  # atom 1 (CA) moves away from atom 0 (N) along the bond
+    assert float(losses.bond_loss(y, x, m)) > 0.0
+    m[0, 1] = 0.0  # unresolved atoms do not count
+    assert float(losses.bond_loss(y, x, m)) == pytest.approx(0.0, abs=1e-10)
+    # in the total loss with its weight; off (no key) by default
+    x0, x1, t, x_t = _noised(12)
+    mask = np.ones((2, 40), np.float32)
+    v = (x1 - x_t) / (1 - t[:, None, None])
+    cfg = losses.LossConfig(smooth_lddt_weight=0.0, bond_weight=2.0)
+    _, aux = losses.flow_matching_loss(0.8 * v, x_t, x0, x1, t, mask, mask, cfg)
+    assert float(aux["loss"]) == pytest.approx(float(aux["mse"]) + 2.0 * float(aux["bond_loss"]), rel=1e-5)
+    pred_a = (x_t + 0.8 * v * (1 - t[:, None, None])) * 16.0
+    true_a = x1 * 16.0
+    assert float(aux["bond_loss"]) == pytest.approx(float(losses.bond_loss(pred_a - pred_a.mean(1, keepdims=True),
+                                                                            true_a, mask, t)), rel=1e-4)
+    _, aux = losses.flow_matching_loss(0.8 * v, x_t, x0, x1, t, mask, mask, losses.LossConfig())
+    assert "bond_loss" not in aux

@@ -102,6 +102,23 @@ def test_config_defaults_file_and_overrides(tmp_path):
     assert C.config_from_dict(json.loads(cfg.to_json())) == cfg  # JSON round trip
 
 
+def test_learning_rate_schedule_official_and_cosine_decay():
+    from simplefold.training.state import learning_rate_schedule
+
+    official = learning_rate_schedule(C.OptimSection(lr=1e-3, min_lr=1e-6, warmup_steps=20))
+    assert float(official(0)) == pytest.approx(1e-6, rel=1e-4) and float(official(10)) == pytest.approx(0.5e-3, rel=1e-2)
+    assert float(official(20)) == float(official(10_000)) == pytest.approx(1e-3)  # then constant
+    decay = learning_rate_schedule(C.OptimSection(lr=1e-3, min_lr=1e-5, warmup_steps=20, decay_steps=580))
+    assert float(decay(10)) == pytest.approx(float(official(10)), rel=1e-2)  # same warm-up
+    assert float(decay(20)) == pytest.approx(1e-3)
+    assert float(decay(20 + 290)) == pytest.approx((1e-3 + 1e-5) / 2, rel=1e-3)  # half-way down the cosine
+    assert float(decay(600)) == float(decay(5000)) == pytest.approx(1e-5)
+    no_warmup = learning_rate_schedule(C.OptimSection(lr=1e-3, min_lr=1e-5, warmup_steps=0, decay_steps=100))
+    assert float(no_warmup(0)) == pytest.approx(1e-3) and float(no_warmup(100)) == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="decay_steps"):
+        learning_rate_schedule(C.OptimSection(decay_steps=-1))
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
