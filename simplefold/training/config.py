@@ -127,7 +127,8 @@ class LossSection:
     clash_weight: float = 0.0
     #: Weight of a local-geometry term on x̂1 (not official; 0 = off): mean squared error (Å²) of the
     #: distances of atom pairs closer than 2.6 Å in the truth — covalent bonds and bond angles
-    #: (1–3 pairs). The MSE and smooth lDDT hardly see a 0.1 Å bond error; this term does.
+    #: (1–3 pairs), each copy weighted by 1/(1 + σ²), σ = 16·(1 − t) Å. The MSE and smooth lDDT
+    #: hardly see a 0.1 Å bond error; this term does.
     bond_weight: float = 0.0
 
 

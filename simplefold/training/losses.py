@@ -191,9 +191,8 @@ def bond_loss(pred: jax.Array, true: jax.Array, mask: jax.Array, t: jax.Array | 
     true = jax.lax.stop_gradient(true.astype(jnp.float32))
     m = mask.astype(jnp.float32)
     true_d = _pairwise_distances(true)
-    n = pred.shape[1]
-    pair = ((true_d < _BOND_PAIR_MAX) & (true_d > 0.0)).astype(jnp.float32) * (1.0 - jnp.eye(n, dtype=jnp.float32))
-    pair = pair * (m[:, :, None] * m[:, None, :])
+    # d > 0 also drops the diagonal (i = j)
+    pair = ((true_d < _BOND_PAIR_MAX) & (true_d > 0.0)).astype(jnp.float32) * (m[:, :, None] * m[:, None, :])
     sq = jnp.square(_pairwise_distances(pred) - true_d) * pair
     per_sample = jnp.sum(sq, axis=(-1, -2)) / jnp.maximum(jnp.sum(pair, axis=(-1, -2)), 1.0)
     if t is not None:

@@ -32,7 +32,7 @@ def learning_rate_schedule(optim: OptimSection) -> optax.Schedule:
     with ``decay_steps`` > 0, then a cosine decay to ``min_lr`` over ``decay_steps`` steps."""
     if optim.decay_steps < 0:
         raise ValueError(f"optim.decay_steps must be >= 0, got {optim.decay_steps}")
-    warmup = optim.warmup_steps if optim.warmup_steps > 0 else 0
+    warmup = max(optim.warmup_steps, 0)
     rise = optax.linear_schedule(optim.min_lr, optim.lr, warmup) if warmup else optax.constant_schedule(optim.lr)
     if optim.decay_steps == 0:
         return rise
