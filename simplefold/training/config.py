@@ -130,6 +130,15 @@ class LossSection:
     #: (1–3 pairs), each copy weighted by 1/(1 + σ²), σ = 16·(1 − t) Å. The MSE and smooth lDDT
     #: hardly see a 0.1 Å bond error; this term does.
     bond_weight: float = 0.0
+    #: Blur augmentation (not official; 0 = off). This fraction of the copies sees its data point
+    #: blurred in x_t: every atom moved a fraction λ ~ U(0, blur_max) towards the Gaussian-weighted
+    #: mean (σ = 3 Å, ``training.step.BLUR_SIGMA``) of its resolved neighbours, the shift tapered to
+    #: 0 over the last 10 % of the path; the target still lands on x1. The τ < 1 sampler's state
+    #: inherits the blurred one-step estimates of mid-trajectory (short bonds, too compact) and a
+    #: network that never saw such states near t = 1 passes them through; these copies teach it to
+    #: undo them.
+    blur_fraction: float = 0.0
+    blur_max: float = 0.5
 
 
 @dataclasses.dataclass(frozen=True)

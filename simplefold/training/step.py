@@ -8,7 +8,8 @@ Per protein p of the batch and copy r of ``multiplicity`` (official ``ProteinDat
 ``flow_matching_train_step``, ``src/simplefold/processor/protein_processor.py`` and ``model/simplefold.py``):
 x1 = centre + random rotation + N(0, 1) shift (model units) of the ground truth, t from
 :func:`flow.sample_time`, x0 ~ N(0, I), x_t = t·x1 + (1−t)·x0; the network sees one feature set per
-protein (vmapped over proteins, broadcast over copies).
+protein (vmapped over proteins, broadcast over copies). Optional, not official: noise-level
+(:func:`noise_scales`) and blur (:func:`blur_noise`) augmentations of x0, each on its own key.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from simplefold.constants import COORD_SCALE
 from simplefold.sampling import flow
 from simplefold.training import losses
 from simplefold.training.config import LossSection, OptimSection
@@ -65,8 +67,50 @@ def noise_scales(key: jax.Array, n: int, fraction: float, minimum: float) -> jax
     return jnp.where(jax.random.uniform(k_pick, (n,)) < fraction, kappa, 1.0)
 
 
+#: Width of the blur augmentation's Gaussian neighbourhood (``loss.blur_fraction``), Å.
+BLUR_SIGMA = 3.0
+#: The blur shift is tapered linearly to 0 over this last part of the path (t from 1 − BLUR_TAPER to 1).
+BLUR_TAPER = 0.1
+
+
+def blur_offset(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Shift of every atom to the Gaussian-weighted mean of the resolved atoms around it.
+
+    Args:
+      x: ``(B, N, 3)`` coordinates, model units (Å/16).
+      mask: ``(B, N)`` atoms that count as neighbours (resolved atoms).
+
+    Returns:
+      ``(B, N, 3)`` offsets m_i − x_i, m_i = Σ_j w_ij x_j / Σ_j w_ij, w_ij = mask_j·exp(−d_ij²/(2σ²)),
+      σ = :data:`BLUR_SIGMA` Å; 0 for masked atoms.
+    """
+    sigma = BLUR_SIGMA / COORD_SCALE
+    d2 = jnp.sum(jnp.square(x[:, :, None, :] - x[:, None, :, :]), axis=-1)
+    w = jnp.exp(-d2 / (2.0 * sigma**2)) * mask[:, None, :]
+    mean = jnp.einsum("bij,bjc->bic", w, x) / jnp.maximum(jnp.sum(w, axis=-1, keepdims=True), 1e-6)
+    return (mean - x) * mask[..., None]
+
+
+def blur_noise(key: jax.Array, x1: jax.Array, mask: jax.Array, t: jax.Array, fraction: float,
+               maximum: float) -> jax.Array:
+    """Noise term that blurs the data point in x_t (the blur augmentation, ``loss.blur_fraction``).
+
+    Returns ``e`` ``(B, N, 3)`` such that ``interpolate(x0 + e, x1, t)`` = t·(x1 + a·δ) + (1−t)·x0 with
+    δ = :func:`blur_offset` and a = λ·min(1, (1−t)/BLUR_TAPER), λ ~ U(0, maximum) on a ``fraction``
+    of the copies (else 0). Since the target is x1 − (x0 + e), the velocity still lands on x1;
+    |e| ≤ λ·|δ|/BLUR_TAPER stays bounded as t → 1.
+    """
+    k_pick, k_lam = jax.random.split(key)
+    n = x1.shape[0]
+    lam = jnp.where(jax.random.uniform(k_pick, (n,)) < fraction,
+                    jax.random.uniform(k_lam, (n,), jnp.float32, 0.0, maximum), 0.0)
+    # t·a/(1−t) with the taper written so that it stays finite at t = 1
+    coef = t * lam * jnp.minimum(1.0 / jnp.maximum(1.0 - t, 1e-6), 1.0 / BLUR_TAPER)
+    return coef[:, None, None] * jax.lax.stop_gradient(blur_offset(x1, mask))
+
+
 def _protein_loss(params, model_state, feats, key, *, graphdef, multiplicity, cfg, augment, time_sampling,
-                  noise_scale=(0.0, 1.0)):
+                  noise_scale=(0.0, 1.0), blur=(0.0, 0.0)):
     """Loss of one protein (unbatched feats) with ``multiplicity`` copies; returns (loss, aux)."""
     model = nnx.merge(graphdef, params, model_state)
     k_aug, k_t, k_noise = jax.random.split(key, 3)
@@ -83,6 +127,8 @@ def _protein_loss(params, model_state, feats, key, *, graphdef, multiplicity, cf
         # own key: runs without the augmentation keep their exact random streams
         kappa = noise_scales(jax.random.fold_in(k_noise, 1), multiplicity, *noise_scale)
         x0 = x0 * kappa[:, None, None]
+    if blur[0] > 0.0:
+        x0 = x0 + blur_noise(jax.random.fold_in(k_noise, 2), x1, resolved.astype(jnp.float32), t, *blur)
     x_t = flow.interpolate(x0, x1, t)
     net_feats = {k: v[None] for k, v in feats.items() if k not in _TARGET_KEYS}
     v = model(x_t, t, net_feats)["predict_velocity"].astype(jnp.float32)
@@ -111,6 +157,11 @@ def make_train_step(
             "loss.noise_scale_fraction must be in [0, 1] and loss.noise_scale_min in (0, 1], got "
             f"{loss.noise_scale_fraction} and {loss.noise_scale_min}"
         )
+    if not (0.0 <= loss.blur_fraction <= 1.0 and 0.0 <= loss.blur_max <= 1.0):
+        raise ValueError(
+            "loss.blur_fraction and loss.blur_max must be in [0, 1], got "
+            f"{loss.blur_fraction} and {loss.blur_max}"
+        )
     if loss.time_sampling not in TIME_SAMPLINGS:
         raise ValueError(f"loss.time_sampling must be one of {', '.join(TIME_SAMPLINGS)}, got {loss.time_sampling!r}")
     schedule = learning_rate_schedule(optim)
@@ -123,6 +174,7 @@ def make_train_step(
                 _protein_loss, graphdef=graphdef, multiplicity=multiplicity, cfg=cfg, augment=augment,
                 time_sampling=loss.time_sampling,
                 noise_scale=(loss.noise_scale_fraction, loss.noise_scale_min),
+                blur=(loss.blur_fraction, loss.blur_max),
             ),
             in_axes=(None, None, 0, 0),
         )(params, model_state, batch, keys)

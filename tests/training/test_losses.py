@@ -168,6 +168,38 @@ def test_noise_scales_are_one_or_log_uniform():
     assert np.all(np.asarray(step.noise_scales(key, 100, 1.0, 0.05)) < 1.0)
 
 
+def test_blur_noise_blurs_the_data_point_and_keeps_the_target_on_x1():
+    """Blur augmentation: x_t = t·(x1 + a·δ) + (1−t)·x0 with the taper a = λ·min(1, (1−t)/0.1), the
+    target velocity still lands on x1, and the blur itself moves atoms towards their neighbours."""
+    from simplefold.training import step
+
+    # two resolved atoms 1 Å apart move towards each other by the same amount; a masked one is ignored
+    x = jnp.asarray([[[0.0, 0, 0], [1.0 / 16, 0, 0], [0.5, 0, 0]]])
+    d = np.asarray(step.blur_offset(x, jnp.asarray([[1.0, 1.0, 0.0]])))
+    assert d[0, 0, 0] > 0 and d[0, 1, 0] == pytest.approx(-d[0, 0, 0]) and np.all(d[0, 2] == 0)
+    w = math.exp(-1.0 / (2 * step.BLUR_SIGMA**2))  # neighbour weight at 1 Å
+    assert d[0, 0, 0] == pytest.approx(w / (1 + w) / 16, rel=1e-5)
+
+    b, n = 6, 40
+    x1, x0 = jnp.asarray(_chain(0, b, n)), jnp.asarray(_rand(1, (b, n, 3)))
+    mask = jnp.ones((b, n))
+    t = jnp.asarray([0.0, 0.3, 0.8, 0.9, 0.95, 1.0])
+    key = jax.random.key(0)
+    e = step.blur_noise(key, x1, mask, t, fraction=1.0, maximum=0.5)
+    assert np.all(np.isfinite(np.asarray(e)))
+    x_t = flow.interpolate(x0 + e, x1, t)
+    tb = t[:, None, None]
+    # which λ each copy drew: the same key, the same draws
+    lam = np.asarray(jax.random.uniform(jax.random.split(key)[1], (b,), jnp.float32, 0.0, 0.5))
+    a = lam * np.minimum(1.0, (1.0 - np.asarray(t)) / step.BLUR_TAPER)
+    expected = tb * (x1 + a[:, None, None] * step.blur_offset(x1, mask)) + (1 - tb) * x0
+    np.testing.assert_allclose(np.asarray(x_t), np.asarray(expected), atol=1e-5)
+    # the velocity target x1 − (x0 + e) lands on x1 from x_t (t < 1)
+    landed = x_t + (1 - tb) * flow.target_velocity(x0 + e, x1)
+    np.testing.assert_allclose(np.asarray(landed)[:-1], np.asarray(x1)[:-1], atol=1e-5)
+    # fraction 0: no blur at all
+    assert not np.any(np.asarray(step.blur_noise(key, x1, mask, t, fraction=0.0, maximum=0.5)))
+
 def test_clash_loss_penalises_only_new_close_contacts():
     from conftest import FIXTURES
 
@@ -228,3 +260,20 @@ def test_bond_loss_sees_bonds_and_angles_only():
                                                                             true_a, mask, t)), rel=1e-4)
     _, aux = losses.flow_matching_loss(0.8 * v, x_t, x0, x1, t, mask, mask, losses.LossConfig())
     assert "bond_loss" not in aux
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("noise_scale_fraction", 1.5, r"loss\.noise_scale_fraction"),
+    ("blur_fraction", -0.1, r"loss\.blur_fraction"),
+    ("blur_max", 2.0, r"loss\.blur_max"),
+    ("time_sampling", "beta", r"loss\.time_sampling"),
+])
+def test_train_step_refuses_out_of_range_augmentations(field, value, match):
+    import dataclasses
+
+    from simplefold.training import config as C
+    from simplefold.training import step
+
+    bad = dataclasses.replace(C.LossSection(), **{field: value})
+    with pytest.raises(ValueError, match=match):
+        step.make_train_step(None, None, C.OptimSection(), bad, multiplicity=2)
