@@ -104,8 +104,8 @@ def blur_noise(key: jax.Array, x1: jax.Array, mask: jax.Array, t: jax.Array, fra
     n = x1.shape[0]
     lam = jnp.where(jax.random.uniform(k_pick, (n,)) < fraction,
                     jax.random.uniform(k_lam, (n,), jnp.float32, 0.0, maximum), 0.0)
-    # t·a/(1−t) with the taper written so that it stays finite at t = 1
-    coef = t * lam * jnp.minimum(1.0 / jnp.maximum(1.0 - t, 1e-6), 1.0 / BLUR_TAPER)
+    # t·a/(1−t) = t·λ/max(1−t, BLUR_TAPER): finite at t = 1
+    coef = t * lam / jnp.maximum(1.0 - t, BLUR_TAPER)
     return coef[:, None, None] * jax.lax.stop_gradient(blur_offset(x1, mask))
 
 
